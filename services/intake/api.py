@@ -1,0 +1,214 @@
+"""Intake's routes. Parsing and status codes live here; decisions in service."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import orjson
+from fastapi import APIRouter, Header, Request, status
+from pydantic import ValidationError
+
+from services.intake.auth import SIGNATURE_HEADER
+from services.intake.repository import Source
+from services.intake.metrics import LEADS_REJECTED
+from services.intake.schemas import BatchAccepted, BatchIn, LeadAccepted, LeadIn, LeadOut
+from services.intake.service import IntakeService
+from shared.errors import MalformedJson, RedialError, ValidationFailed
+from shared.http import validation_errors
+
+router = APIRouter(prefix="/v1", tags=["intake"])
+T = TypeVar("T")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed JSON"},
+    401: {"description": "Missing or wrong credentials"},
+    409: {"description": "Idempotency-Key reused with another body"},
+    413: {"description": "Body too large"},
+    422: {"description": "Invalid fields, each named"},
+}
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def _service(request: Request) -> IntakeService:
+    service: IntakeService = request.app.state.intake
+    return service
+
+
+async def _json_body(request: Request) -> tuple[bytes, Any]:
+    body = await request.body()
+    try:
+        return body, orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MalformedJson(f"request body is not valid JSON: {error}") from None
+
+
+def _schema(model: type[Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+@router.post(
+    "/leads",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=LeadAccepted,
+    responses=_ERRORS,
+    openapi_extra=_schema(LeadIn),
+)
+async def post_lead(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> LeadAccepted:
+    """Accept one lead. 202 means it is stored and its event is queued."""
+    service = _service(request)
+    source = await _rejecting("unknown", service.authenticate(authorization))
+    body, document = await _rejecting(source.name, _json_body(request))
+    if not isinstance(document, dict):
+        _reject(source.name, ValidationFailed([{"field": "body", "message": "expected a lead object"}]))
+    leads = _parse(service, [document], source, prefix="")
+    results = await _rejecting(
+        source.name,
+        service.accept(
+            source,
+            leads,
+            idempotency_key=idempotency_key,
+            request_hash=_fingerprint(request, body),
+        ),
+    )
+    return results[0]
+
+
+@router.post(
+    "/leads/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    responses=_ERRORS,
+    openapi_extra=_schema(BatchIn),
+)
+async def post_batch(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchAccepted:
+    """Accept up to the batch limit of leads, all or none."""
+    service = _service(request)
+    source = await _rejecting("unknown", service.authenticate(authorization))
+    body, document = await _rejecting(source.name, _json_body(request))
+    try:
+        batch = BatchIn.model_validate(document)
+    except ValidationError as error:
+        _reject(source.name, ValidationFailed(validation_errors(error.errors())))
+    limit = request.app.state.settings.batch_limit
+    if len(batch.leads) > limit:
+        _reject(
+            source.name,
+            ValidationFailed(
+                [{"field": "leads", "message": f"at most {limit} leads per batch"}]
+            ),
+        )
+    leads = _parse(service, batch.leads, source, prefix="leads[{index}].")
+    results = await _rejecting(
+        source.name,
+        service.accept(
+            source,
+            leads,
+            idempotency_key=idempotency_key,
+            request_hash=_fingerprint(request, body),
+        ),
+    )
+    return _batch_response(results)
+
+
+@router.post(
+    "/webhooks/{source_name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    responses=_ERRORS,
+)
+async def post_webhook(
+    source_name: str,
+    request: Request,
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchAccepted:
+    """A CRM's own payload, signed with the source's webhook secret.
+
+    The source's field mapping turns it into leads; then it is a batch.
+    """
+    service = _service(request)
+    body = await request.body()
+    source = await _rejecting(
+        "unknown", service.authenticate_webhook(source_name, signature, body)
+    )
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        _reject(source.name, MalformedJson(f"request body is not valid JSON: {error}"))
+    try:
+        raw_leads = service.map_webhook(source, document)
+    except RedialError as error:
+        _reject(source.name, error)
+    prefix = "leads[{index}]." if len(raw_leads) > 1 else ""
+    leads = _parse(service, raw_leads, source, prefix=prefix)
+    results = await _rejecting(
+        source.name,
+        service.accept(
+            source,
+            leads,
+            idempotency_key=idempotency_key,
+            request_hash=_fingerprint(request, body),
+        ),
+    )
+    return _batch_response(results)
+
+
+@router.get("/leads/{lead_id}", response_model=LeadOut, responses={404: {}, 401: {}})
+async def get_lead(
+    lead_id: uuid.UUID,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> LeadOut:
+    """A stored lead, with its current do-not-call flag and duplicate count."""
+    service = _service(request)
+    await _rejecting("unknown", service.authenticate(authorization))
+    return await service.get_lead(lead_id)
+
+
+def _parse(
+    service: IntakeService, raw: list[Any], source: Source, *, prefix: str
+) -> list[LeadIn]:
+    try:
+        return service.parse(raw, source, prefix=prefix)
+    except RedialError as error:
+        _reject(source.name, error)
+
+
+def _batch_response(results: list[LeadAccepted]) -> BatchAccepted:
+    duplicates = sum(1 for result in results if result.status == "duplicate")
+    return BatchAccepted(
+        results=results, accepted=len(results) - duplicates, duplicates=duplicates
+    )
+
+
+def _fingerprint(request: Request, body: bytes) -> bytes:
+    """What an Idempotency-Key is bound to: the route and the exact body."""
+    return hashlib.sha256(request.url.path.encode() + b"\n" + body).digest()
+
+
+def _reject(source: str, error: RedialError) -> NoReturn:
+    LEADS_REJECTED.labels(source, error.code).inc()
+    raise error
+
+
+async def _rejecting(source: str, work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except RedialError as error:
+        _reject(source, error)

@@ -1,0 +1,290 @@
+"""Every SQL statement of the intake service. Functions take a connection so
+the caller decides the transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+#: Advisory-lock class for dedup buckets (the first key of the two-key form).
+DEDUP_LOCK_CLASS = 7301
+
+LEAD_COLUMNS = (
+    "id",
+    "source",
+    "external_id",
+    "campaign",
+    "first_name",
+    "last_name",
+    "phone",
+    "email",
+    "postal_code",
+    "country",
+    "region",
+    "timezone",
+    "timezones",
+    "consent_call",
+    "consent_sms",
+    "consent_email",
+    "attributes",
+    "dnc",
+    "received_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    webhook_secret: str | None
+    mapping: str
+    mapping_options: dict[str, Any]
+    duplicate_policy: str
+
+
+def _source(row: asyncpg.Record | None) -> Source | None:
+    if row is None:
+        return None
+    return Source(
+        name=row["name"],
+        webhook_secret=row["webhook_secret"],
+        mapping=row["mapping"],
+        mapping_options=row["mapping_options"],
+        duplicate_policy=row["duplicate_policy"],
+    )
+
+
+_SOURCE_SELECT = (
+    "SELECT name, webhook_secret, mapping, mapping_options, duplicate_policy"
+    " FROM sources"
+)
+
+
+async def source_by_key_hash(
+    connection: asyncpg.Connection | asyncpg.Pool, key_hash: bytes
+) -> Source | None:
+    return _source(
+        await connection.fetchrow(f"{_SOURCE_SELECT} WHERE api_key_hash = $1", key_hash)
+    )
+
+
+async def source_by_name(
+    connection: asyncpg.Connection | asyncpg.Pool, name: str
+) -> Source | None:
+    return _source(await connection.fetchrow(f"{_SOURCE_SELECT} WHERE name = $1", name))
+
+
+async def save_source(
+    connection: asyncpg.Connection,
+    *,
+    name: str,
+    api_key_hash: bytes | None,
+    webhook_secret: str | None,
+    mapping: str,
+    mapping_options: dict[str, Any],
+    duplicate_policy: str,
+    now: dt.datetime,
+) -> None:
+    """Create or update a source; a ``None`` credential keeps the stored one."""
+    await connection.execute(
+        """
+        INSERT INTO sources (name, api_key_hash, webhook_secret, mapping,
+                             mapping_options, duplicate_policy, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (name) DO UPDATE SET
+            api_key_hash = coalesce(EXCLUDED.api_key_hash, sources.api_key_hash),
+            webhook_secret = coalesce(EXCLUDED.webhook_secret, sources.webhook_secret),
+            mapping = EXCLUDED.mapping,
+            mapping_options = EXCLUDED.mapping_options,
+            duplicate_policy = EXCLUDED.duplicate_policy
+        """,
+        name,
+        api_key_hash,
+        webhook_secret,
+        mapping,
+        mapping_options,
+        duplicate_policy,
+        now,
+    )
+
+
+async def lock_dedup_buckets(connection: asyncpg.Connection, buckets: list[int]) -> None:
+    """Serialise transactions that could match the same phone, e-mail or key.
+
+    ``buckets`` must be sorted: every transaction takes its locks in the same
+    order, so two of them can wait for each other but never deadlock. The locks
+    end with the transaction.
+    """
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock($1, bucket)"
+        " FROM unnest($2::int[]) WITH ORDINALITY AS b(bucket, position)"
+        " ORDER BY position",
+        DEDUP_LOCK_CLASS,
+        buckets,
+    )
+
+
+async def idempotent_response(
+    connection: asyncpg.Connection, source: str, key: str, since: dt.datetime
+) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        "SELECT request_hash, response FROM idempotency_keys"
+        " WHERE source = $1 AND key = $2 AND created_at >= $3",
+        source,
+        key,
+        since,
+    )
+
+
+async def save_idempotent_response(
+    connection: asyncpg.Connection,
+    *,
+    source: str,
+    key: str,
+    request_hash: bytes,
+    response: Any,
+    now: dt.datetime,
+) -> None:
+    # An expired row for the same key is replaced: the key starts afresh.
+    await connection.execute(
+        """
+        INSERT INTO idempotency_keys (source, key, request_hash, response, created_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (source, key) DO UPDATE SET
+            request_hash = EXCLUDED.request_hash,
+            response = EXCLUDED.response,
+            created_at = EXCLUDED.created_at
+        """,
+        source,
+        key,
+        request_hash,
+        response,
+        now,
+    )
+
+
+async def purge_idempotency_keys(
+    connection: asyncpg.Connection | asyncpg.Pool, before: dt.datetime
+) -> str:
+    return await connection.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < $1", before
+    )
+
+
+async def leads_by_external_id(
+    connection: asyncpg.Connection, source: str, external_ids: list[str]
+) -> dict[str, tuple[uuid.UUID, bool]]:
+    """Stored leads of ``source`` by external id, with their dnc flag."""
+    if not external_ids:
+        return {}
+    rows = await connection.fetch(
+        "SELECT external_id, id, dnc FROM leads"
+        " WHERE source = $1 AND external_id = ANY($2::text[])",  # leads_source_external_id
+        source,
+        external_ids,
+    )
+    return {row["external_id"]: (row["id"], row["dnc"]) for row in rows}
+
+
+async def leads_matching(
+    connection: asyncpg.Connection,
+    phones: list[str],
+    emails: list[str],
+    since: dt.datetime,
+) -> list[asyncpg.Record]:
+    """Leads received since ``since`` with one of the phones or e-mails, oldest first."""
+    if not phones and not emails:
+        return []
+    return await connection.fetch(
+        f"""
+        SELECT {", ".join(LEAD_COLUMNS)} FROM leads
+        WHERE received_at >= $3
+          AND (phone = ANY($1::text[]) OR email = ANY($2::text[]))
+        ORDER BY received_at, id
+        """,
+        phones,
+        emails,
+        since,
+    )
+
+
+async def listed_phones(connection: asyncpg.Connection, phones: list[str]) -> set[str]:
+    if not phones:
+        return set()
+    rows = await connection.fetch(
+        "SELECT phone FROM dnc_phones WHERE phone = ANY($1::text[])", phones
+    )
+    return {row["phone"] for row in rows}
+
+
+async def insert_leads(
+    connection: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
+) -> None:
+    """Bulk insert: rows in :data:`LEAD_COLUMNS` order, through COPY."""
+    await connection.copy_records_to_table(
+        "leads", records=records, columns=LEAD_COLUMNS, schema_name="intake"
+    )
+
+
+async def update_lead(
+    connection: asyncpg.Connection,
+    lead_id: uuid.UUID,
+    changes: dict[str, Any],
+) -> None:
+    # Column names come from LEAD_COLUMNS only, never from the request.
+    assert set(changes) <= set(LEAD_COLUMNS)
+    assignments = ", ".join(
+        f"{column} = ${index}" for index, column in enumerate(changes, start=2)
+    )
+    await connection.execute(
+        f"UPDATE leads SET {assignments} WHERE id = $1", lead_id, *changes.values()
+    )
+
+
+async def insert_duplicates(
+    connection: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Rows of (lead_id, source, matched_on, action, received_at)."""
+    if rows:
+        await connection.copy_records_to_table(
+            "duplicates",
+            records=rows,
+            columns=("lead_id", "source", "matched_on", "action", "received_at"),
+            schema_name="intake",
+        )
+
+
+async def lead_with_counts(
+    connection: asyncpg.Connection | asyncpg.Pool, lead_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        f"""
+        SELECT {", ".join(f"l.{column}" for column in LEAD_COLUMNS if column != "dnc")},
+               l.dnc OR EXISTS (SELECT 1 FROM dnc_phones d WHERE d.phone = l.phone)
+                   AS dnc,
+               (SELECT count(*) FROM duplicates u WHERE u.lead_id = l.id)
+                   AS duplicates
+        FROM leads l WHERE l.id = $1
+        """,
+        lead_id,
+    )
+
+
+async def list_phone(
+    connection: asyncpg.Connection, phone: str, now: dt.datetime
+) -> None:
+    await connection.execute(
+        "INSERT INTO dnc_phones (phone, listed_at) VALUES ($1, $2)"
+        " ON CONFLICT (phone) DO NOTHING",
+        phone,
+        now,
+    )
+
+
+async def unlist_phone(connection: asyncpg.Connection, phone: str) -> None:
+    await connection.execute("DELETE FROM dnc_phones WHERE phone = $1", phone)

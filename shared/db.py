@@ -1,0 +1,71 @@
+"""PostgreSQL access through asyncpg.
+
+Each service owns one schema and reaches it through a pool whose connections
+have that schema first on their ``search_path``. JSON columns decode to Python
+objects with orjson.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+import orjson
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def checked_identifier(name: str) -> str:
+    """Return ``name`` if it is safe to splice into SQL as an identifier."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a plain lower-case SQL identifier")
+    return name
+
+
+def _decode_jsonb(payload: bytes) -> object:
+    # jsonb's binary form is a version byte (1) followed by the JSON text.
+    return orjson.loads(payload[1:])
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    # Binary codecs, so that COPY (always binary in asyncpg) works with JSON.
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + orjson.dumps(value),
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
+    await connection.set_type_codec(
+        "json",
+        encoder=orjson.dumps,
+        decoder=orjson.loads,
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def create_pool(
+    dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections resolve unqualified names in ``schema`` first."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={
+            "search_path": f"{checked_identifier(schema)},public",
+            "application_name": f"redial-{schema}",
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """One connection with the project's JSON codecs (scripts, launcher, tests)."""
+    connection = await asyncpg.connect(dsn, **kwargs)
+    await _init_connection(connection)
+    return connection

@@ -1,0 +1,71 @@
+"""Kafka clients configured the same way in every service."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import (
+    LEAD_EVENTS_TOPIC,
+    NURTURE_JOBS_TOPIC,
+    ServiceSettings,
+    dlq_topic,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Every topic the project uses, with its dead-letter companion.
+TOPICS = (
+    LEAD_EVENTS_TOPIC,
+    dlq_topic(LEAD_EVENTS_TOPIC),
+    NURTURE_JOBS_TOPIC,
+    dlq_topic(NURTURE_JOBS_TOPIC),
+)
+
+
+def make_producer(settings: ServiceSettings, *, client_id: str) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica before calling a send done.
+
+    Idempotence needs the broker to hand out producer ids, which Tansu cannot;
+    the setting switches it on where the broker supports it.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=2,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=10_000,
+        retry_backoff_ms=200,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, *, partitions: int, replication: int = 1
+) -> list[str]:
+    """Create the project's topics that do not exist yet; returns those created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="redial-topics"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in TOPICS if topic not in existing]
+        if not missing:
+            return []
+        try:
+            await admin.create_topics(
+                [NewTopic(topic, partitions, replication) for topic in missing]
+            )
+        except TopicAlreadyExistsError:
+            # Another process created them between our list and create.
+            pass
+        for topic in missing:
+            logger.info("topic.created topic=%s partitions=%s", topic, partitions)
+        return missing
+    finally:
+        await admin.close()

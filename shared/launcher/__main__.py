@@ -1,0 +1,181 @@
+"""``python -m shared.launcher run|prepare``.
+
+``run`` starts what is missing (embedded PostgreSQL unless ``DATABASE_URL``
+is set, Tansu unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), prepares topics and
+schemas, starts every service, provisions the ``demo`` source, prints the
+URLs and waits; Ctrl-C stops everything it started.
+
+``prepare`` only creates topics and applies migrations against the configured
+``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` (docker-compose runs it once
+before the services start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shared.launcher.stack import (
+    SERVICE_PORTS,
+    Broker,
+    Postgres,
+    ServiceProcess,
+    ensure_database,
+    existing_services,
+    prepare,
+    start_postgres,
+)
+from shared.logging import configure
+from shared.settings import ServiceSettings
+
+logger = logging.getLogger("shared.launcher")
+
+DATABASE_NAME = "redial"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.launcher")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start the embedded stack and services")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("REDIAL_DATA_DIR", ".data")),
+        help="where embedded PostgreSQL keeps its data (default .data)",
+    )
+    commands.add_parser("prepare", help="create topics and apply migrations")
+    arguments = parser.parse_args(argv)
+    configure(json=False)
+
+    if arguments.command == "prepare":
+        settings = ServiceSettings()
+        asyncio.run(
+            prepare(
+                settings.database_url,
+                settings.kafka_bootstrap_servers,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
+            )
+        )
+        print("topics and schemas are ready")
+        return 0
+    return _run(arguments.data_dir.resolve())
+
+
+def _run(data_dir: Path) -> int:
+    started_postgres: Postgres | None = None
+    broker: Broker | None = None
+    services: list[ServiceProcess] = []
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            started_postgres = start_postgres(data_dir / "postgres", keep=True)
+            database_url = asyncio.run(
+                ensure_database(started_postgres.dsn, DATABASE_NAME)
+            )
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = Broker(9092, log_path=data_dir / "tansu.log")
+            broker.start()
+            bootstrap = broker.bootstrap
+        partitions = ServiceSettings().topic_partitions
+        asyncio.run(prepare(database_url, bootstrap, partitions=partitions))
+
+        env = {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "REDIAL_ENVIRONMENT": "development",
+        }
+        for name in existing_services():
+            service = ServiceProcess(name, SERVICE_PORTS[name], env)
+            service.start()
+            services.append(service)
+        for service in services:
+            service.wait_healthy()
+        api_key = _provision_demo_source(env)
+        _print_welcome(services, database_url, bootstrap, api_key)
+        _wait_for_interrupt(services)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if broker is not None:
+            broker.stop()
+        if started_postgres is not None:
+            started_postgres.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def _provision_demo_source(env: dict[str, str]) -> str:
+    """The ``demo`` source exists only in the embedded stack, for trying the API."""
+    api_key = os.environ.get("REDIAL_DEV_API_KEY") or f"rdl_demo_{secrets.token_urlsafe(24)}"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.intake.cli",
+            "source",
+            "demo",
+            "--api-key",
+            api_key,
+            "--webhook-secret",
+            os.environ.get("REDIAL_DEV_WEBHOOK_SECRET", "whsec_demo_local_only"),
+        ],
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return api_key
+
+
+def _print_welcome(
+    services: list[ServiceProcess], database_url: str, bootstrap: str, api_key: str
+) -> None:
+    lines = ["", "Redial is running:"]
+    lines += [f"  {service.name:<8} {service.url}  (docs: {service.url}/docs)" for service in services]
+    lines += [
+        f"  postgres {database_url}",
+        f"  kafka    {bootstrap}",
+        "",
+        f"  demo source API key: {api_key}",
+        "",
+        "Try:",
+        f"  curl -s -X POST {services[0].url}/v1/leads \\",
+        f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
+        """    -d '{"phone": "+1 305 555 0123", "first_name": "Ada"}'""",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _wait_for_interrupt(services: list[ServiceProcess]) -> None:
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            for service in services:
+                if service.process is not None and service.process.poll() is not None:
+                    print(f"{service.name} exited; stopping", flush=True)
+                    return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

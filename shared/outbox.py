@@ -1,0 +1,245 @@
+"""The transactional outbox and the relay that empties it into Kafka.
+
+A service never publishes from a request handler. It calls :func:`add_events`
+inside the transaction that changes its state, so either both commit or
+neither does. The :class:`OutboxRelay` runs in the background of every copy of
+the service: one copy at a time holds a PostgreSQL advisory lock and publishes,
+in id order, so one lead's events reach the topic in the order they committed.
+While the broker is down the rows wait; requests are not blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.clock import Clock
+from shared.db import checked_identifier
+from shared.events import CONTENT_TYPE, Envelope
+from shared.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_LAG,
+    OUTBOX_PUBLISH_FAILURES,
+    OUTBOX_PUBLISHED,
+)
+from shared.retry import Backoff
+from shared.settings import LEAD_EVENTS_TOPIC
+
+logger = logging.getLogger(__name__)
+
+
+async def add_events(
+    connection: asyncpg.Connection,
+    events: Sequence[Envelope],
+    *,
+    now_ts: object,
+    topic: str = LEAD_EVENTS_TOPIC,
+) -> None:
+    """Queue ``events`` for publishing, in the caller's open transaction."""
+    if not events:
+        return
+    await connection.execute(
+        """
+        INSERT INTO outbox (event_id, topic, key, payload, created_at)
+        SELECT event_id, $1, key, payload, $2
+        FROM unnest($3::uuid[], $4::bytea[], $5::bytea[])
+            AS pending(event_id, key, payload)
+        """,
+        topic,
+        now_ts,
+        [event.id for event in events],
+        [event.key for event in events],
+        [event.to_json() for event in events],
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows of one schema; safe to run in every process.
+
+    ``wake()`` asks for a pass right away (called after a commit that added
+    events); otherwise the relay polls every ``poll_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        clock: Clock,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        poll_seconds: float = 0.2,
+        batch_size: int = 500,
+        retention_seconds: float = 3600.0,
+        purge_every_seconds: float = 60.0,
+    ) -> None:
+        self._dsn = dsn
+        self._schema = checked_identifier(schema)
+        self._clock = clock
+        self._producer_factory = producer_factory
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._retention_seconds = retention_seconds
+        self._purge_every_seconds = purge_every_seconds
+        self._wakeup = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._connection: asyncpg.Connection | None = None
+        self._last_purge = 0.0
+        self.is_leader = False
+        self.broker_ok: bool | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Loop until cancelled: become leader, publish, survive failures."""
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        try:
+            while True:
+                try:
+                    published = await self._pass()
+                    backoff.reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - the relay must live on
+                    await self._drop_broken(error)
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "outbox.publish_failed schema=%s retry_in=%.2fs error=%r",
+                        self._schema,
+                        delay,
+                        error,
+                    )
+                    OUTBOX_PUBLISH_FAILURES.labels(self._schema).inc()
+                    await asyncio.sleep(delay)
+                    continue
+                if published < self._batch_size:
+                    await self._wait_for_work()
+        finally:
+            await self._close()
+
+    async def _wait_for_work(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+        self._wakeup.clear()
+
+    async def _pass(self) -> int:
+        """One round: returns how many events were published."""
+        connection = await self._leader_connection()
+        if connection is None:
+            return 0
+        await self._report_backlog(connection)
+        rows = await connection.fetch(
+            """
+            SELECT id, topic, key, payload, created_at
+            FROM outbox
+            WHERE published_at IS NULL  -- served by outbox_unpublished
+            ORDER BY id
+            LIMIT $1
+            """,
+            self._batch_size,
+        )
+        if rows:
+            await self._publish(rows)
+            now = self._clock.now()
+            await connection.execute(
+                "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::bigint[])",
+                now,
+                [row["id"] for row in rows],
+            )
+            OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
+            for row in rows:
+                OUTBOX_LAG.labels(self._schema).observe(
+                    max(0.0, (now - row["created_at"]).total_seconds())
+                )
+        await self._purge(connection)
+        return len(rows)
+
+    async def _publish(self, rows: Sequence[asyncpg.Record]) -> None:
+        producer = await self._get_producer()
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        deliveries = [
+            await producer.send(
+                row["topic"], value=row["payload"], key=row["key"], headers=headers
+            )
+            for row in rows
+        ]
+        # Rows are marked published only once every send is acknowledged; a
+        # failure part-way re-sends the batch, which consumers deduplicate.
+        await asyncio.gather(*deliveries)
+        self.broker_ok = True
+
+    async def _leader_connection(self) -> asyncpg.Connection | None:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(
+                self._dsn,
+                server_settings={
+                    "search_path": f"{self._schema},public",
+                    "application_name": f"redial-{self._schema}-outbox",
+                },
+            )
+            self.is_leader = False
+        if not self.is_leader:
+            # Session-level lock: held while this connection lives, so a copy
+            # that dies hands leadership over as soon as PostgreSQL notices.
+            self.is_leader = await self._connection.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext('redial.outbox.' || $1))",
+                self._schema,
+            )
+            if self.is_leader:
+                logger.info("outbox.leader schema=%s", self._schema)
+        return self._connection if self.is_leader else None
+
+    async def _report_backlog(self, connection: asyncpg.Connection) -> None:
+        backlog = await connection.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        OUTBOX_BACKLOG.labels(self._schema).set(backlog)
+
+    async def _purge(self, connection: asyncpg.Connection) -> None:
+        if self._clock.monotonic() - self._last_purge < self._purge_every_seconds:
+            return
+        self._last_purge = self._clock.monotonic()
+        deleted = await connection.execute(
+            "DELETE FROM outbox WHERE published_at < $1::timestamptz"
+            " - make_interval(secs => $2)",
+            self._clock.now(),
+            self._retention_seconds,
+        )
+        logger.debug("outbox.purged schema=%s result=%s", self._schema, deleted)
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._producer_factory()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _drop_broken(self, error: BaseException) -> None:
+        # A fresh producer after any failure: an idempotent producer can stay
+        # wedged on sequence errors after an outage, and a new one costs little.
+        if not isinstance(error, asyncpg.PostgresError | OSError):
+            self.broker_ok = False
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()
+        if self._connection is not None and self._connection.is_closed():
+            self._connection = None
+            self.is_leader = False
+
+    async def _close(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()

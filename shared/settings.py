@@ -1,0 +1,96 @@
+"""Settings from environment variables.
+
+Every service has one settings class on :class:`ServiceSettings`. Variables
+shared by all services (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``,
+``REDIAL_*``) keep one name everywhere; a service's own variables carry its
+prefix (``INTAKE_DEFAULT_REGION``). Settings are built once at start.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LEAD_EVENTS_TOPIC = "lead-events"
+NURTURE_JOBS_TOPIC = "nurture-jobs"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic that belongs to ``topic``."""
+    return f"{topic}.dlq"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def _shared(name: str) -> AliasChoices:
+    # An alias makes pydantic-settings read the variable without the service
+    # prefix, so DATABASE_URL means the same thing to every service.
+    return AliasChoices(name, name.lower())
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT, validation_alias=_shared("REDIAL_ENVIRONMENT")
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias=_shared("DATABASE_URL"),
+    )
+    database_pool_min: int = Field(2, ge=1, validation_alias=_shared("DATABASE_POOL_MIN"))
+    database_pool_max: int = Field(
+        10, ge=1, validation_alias=_shared("DATABASE_POOL_MAX")
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # Tansu cannot hand out producer ids, so idempotence is off by default and
+    # switched on where the broker supports it (Apache Kafka in production).
+    kafka_idempotent_producer: bool = Field(
+        False, validation_alias=_shared("KAFKA_IDEMPOTENT_PRODUCER")
+    )
+    topic_partitions: int = Field(
+        6, ge=1, le=1000, validation_alias=_shared("REDIAL_TOPIC_PARTITIONS")
+    )
+    topic_replication: int = Field(
+        1, ge=1, validation_alias=_shared("REDIAL_TOPIC_REPLICATION")
+    )
+    log_format: str = Field(
+        "text", pattern="^(text|json)$", validation_alias=_shared("REDIAL_LOG_FORMAT")
+    )
+    log_level: str = Field("INFO", validation_alias=_shared("REDIAL_LOG_LEVEL"))
+    outbox_poll_seconds: float = Field(
+        0.2, gt=0, validation_alias=_shared("REDIAL_OUTBOX_POLL_SECONDS")
+    )
+    outbox_batch_size: int = Field(
+        500, ge=1, validation_alias=_shared("REDIAL_OUTBOX_BATCH_SIZE")
+    )
+    outbox_retention_seconds: float = Field(
+        3600, ge=0, validation_alias=_shared("REDIAL_OUTBOX_RETENTION_SECONDS")
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, validation_alias=_shared("REDIAL_MAX_BODY_BYTES")
+    )
+
+    #: The schema this service owns; set by each subclass.
+    service_name: str = "service"
+
+    @property
+    def schema(self) -> str:
+        return self.service_name
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Self:
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError("DATABASE_POOL_MIN must not exceed DATABASE_POOL_MAX")
+        return self
