@@ -68,7 +68,15 @@ class Runtime:
 
     def spawn(self, name: str, work: Awaitable[None]) -> None:
         async def guarded() -> None:
-            await work
+            # Background loops handle their own failures; one that still
+            # escapes is a bug, and must be loud rather than a silent stop.
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                logger.exception("task.crashed service=%s task=%s", self.service, name)
+                raise
 
         task = asyncio.create_task(guarded(), name=f"{self.service}.{name}")
         self.tasks.append(task)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from tenacity import wait_exponential_jitter
-from tenacity import RetryCallState
+from tenacity import RetryCallState, wait_exponential_jitter
 
 
 class Backoff:
     """Exponential backoff with jitter, reset after a success.
 
     The waits come from tenacity's exponential-jitter strategy; this class only
-    keeps the failure count for loops that run forever instead of retrying one
-    call.
+    keeps the failure count, for loops that run forever rather than retrying
+    one call.
     """
 
     def __init__(self, initial: float = 0.1, maximum: float = 10.0) -> None:
-        self._wait = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._wait = wait_exponential_jitter(
+            multiplier=initial, max=maximum, jitter=initial
+        )
         self.failures = 0
 
     def next_delay(self) -> float:

@@ -5,6 +5,10 @@ is set, Tansu unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), prepares topics and
 schemas, starts every service, provisions the ``demo`` source, prints the
 URLs and waits; Ctrl-C stops everything it started.
 
+``REDIAL_DATA_DIR`` (default ``.data``), ``REDIAL_BROKER_PORT`` (default 9092)
+and ``REDIAL_PORT_OFFSET`` (added to the service ports 8001-8004) let a second
+stack run beside a first, as the launcher's own test does.
+
 ``prepare`` only creates topics and applies migrations against the configured
 ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` (docker-compose runs it once
 before the services start).
@@ -84,7 +88,8 @@ def _run(data_dir: Path) -> int:
             )
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            broker = Broker(9092, log_path=data_dir / "tansu.log")
+            broker_port = int(os.environ.get("REDIAL_BROKER_PORT", "9092"))
+            broker = Broker(broker_port, log_path=data_dir / "tansu.log")
             broker.start()
             bootstrap = broker.bootstrap
         partitions = ServiceSettings().topic_partitions
@@ -95,8 +100,10 @@ def _run(data_dir: Path) -> int:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "REDIAL_ENVIRONMENT": "development",
         }
+        # An offset moves every service port, for a second stack beside a first.
+        offset = int(os.environ.get("REDIAL_PORT_OFFSET", "0"))
         for name in existing_services():
-            service = ServiceProcess(name, SERVICE_PORTS[name], env)
+            service = ServiceProcess(name, SERVICE_PORTS[name] + offset, env)
             service.start()
             services.append(service)
         for service in services:

