@@ -1,0 +1,152 @@
+"""The project's clocks: the manual one tests move, and the real one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from shared.clock import Clock, ManualClock, SystemClock
+
+START = dt.datetime(2026, 1, 5, 15, 0, tzinfo=dt.UTC)
+
+
+def test_manual_clock_stands_still_until_moved() -> None:
+    clock = ManualClock(START)
+
+    assert clock.now() == clock.now() == START
+    assert clock.monotonic() == clock.monotonic()
+
+
+def test_manual_clock_has_a_fixed_default_start_in_utc() -> None:
+    clock = ManualClock()
+
+    assert clock.now() == START
+    assert clock.now().tzinfo is dt.UTC
+
+
+def test_start_in_another_zone_is_kept_as_utc() -> None:
+    miami = dt.datetime(2026, 1, 5, 10, 0, tzinfo=ZoneInfo("America/New_York"))
+
+    clock = ManualClock(miami)
+
+    assert clock.now() == START
+    assert clock.now().tzinfo is dt.UTC
+
+
+def test_naive_start_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ManualClock(dt.datetime(2026, 1, 5, 15, 0))
+
+
+def test_advance_by_timedelta_returns_the_new_time() -> None:
+    clock = ManualClock(START)
+
+    moved = clock.advance(dt.timedelta(days=30))
+
+    assert moved == clock.now() == START + dt.timedelta(days=30)
+
+
+def test_advance_by_seconds() -> None:
+    clock = ManualClock(START)
+
+    clock.advance(90.5)
+
+    assert clock.now() == START + dt.timedelta(seconds=90.5)
+
+
+def test_monotonic_advances_with_the_clock() -> None:
+    """Timeouts computed from monotonic() must follow the moved time."""
+    clock = ManualClock(START)
+    before = clock.monotonic()
+
+    clock.advance(dt.timedelta(minutes=2))
+    clock.advance(30)
+
+    assert clock.monotonic() - before == 150
+
+
+def test_advance_by_zero_changes_nothing() -> None:
+    clock = ManualClock(START)
+    before = clock.monotonic()
+
+    clock.advance(0)
+
+    assert (clock.now(), clock.monotonic()) == (START, before)
+
+
+@pytest.mark.parametrize("delta", [-1, dt.timedelta(microseconds=-1)])
+def test_clock_refuses_to_move_backwards(delta: float | dt.timedelta) -> None:
+    clock = ManualClock(START)
+    before = clock.monotonic()
+
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance(delta)
+
+    assert (clock.now(), clock.monotonic()) == (START, before)
+
+
+def test_set_jumps_forward_and_moves_monotonic_with_it() -> None:
+    clock = ManualClock(START)
+    before = clock.monotonic()
+    target = START + dt.timedelta(hours=3)
+
+    clock.set(target)
+
+    assert clock.now() == target
+    assert clock.monotonic() - before == 3 * 3600
+
+
+def test_set_accepts_a_time_in_another_zone() -> None:
+    clock = ManualClock(START)
+
+    clock.set(dt.datetime(2026, 1, 5, 12, 0, tzinfo=ZoneInfo("America/Los_Angeles")))
+
+    assert clock.now() == START + dt.timedelta(hours=5)
+    assert clock.now().tzinfo is dt.UTC
+
+
+def test_set_to_the_current_time_is_allowed() -> None:
+    clock = ManualClock(START)
+
+    clock.set(START)
+
+    assert clock.now() == START
+
+
+def test_set_refuses_the_past() -> None:
+    clock = ManualClock(START)
+
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.set(START - dt.timedelta(seconds=1))
+
+    assert clock.now() == START
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="set() calls astimezone() on a naive datetime, which reads it as the"
+    " machine's local time instead of refusing it as the constructor does",
+)
+def test_set_refuses_a_naive_time() -> None:
+    clock = ManualClock(START)
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        clock.set(dt.datetime(2030, 1, 1, 12, 0))
+
+
+def test_system_clock_is_aware_utc_and_monotonic() -> None:
+    clock: Clock = SystemClock()
+
+    first = clock.monotonic()
+    now = clock.now()
+
+    assert now.tzinfo is dt.UTC
+    assert clock.monotonic() >= first
+
+
+def test_manual_clock_is_a_clock() -> None:
+    clock: Clock = ManualClock(START)
+
+    assert clock.now() == START
