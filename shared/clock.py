@@ -65,4 +65,6 @@ class ManualClock:
 
     def set(self, when: dt.datetime) -> None:
         """Jump to ``when``, which must not be in this clock's past."""
+        if when.tzinfo is None:
+            raise ValueError("ManualClock.set needs a timezone-aware time")
         self.advance(when.astimezone(dt.UTC) - self._now)

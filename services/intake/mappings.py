@@ -78,7 +78,10 @@ def generic(payload: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise MappingProblem(path, "expected an object")
         lead: dict[str, Any] = {}
-        extra: dict[str, Any] = dict(record.get("attributes") or {})
+        given = record.get("attributes") or {}
+        if not isinstance(given, dict):
+            raise MappingProblem(f"{path}.attributes", "expected an object")
+        extra: dict[str, Any] = dict(given)
         for key, value in record.items():
             target = renames.get(key, key)
             if target in LEAD_FIELDS and target != "attributes":
@@ -162,6 +165,10 @@ def facebook(payload: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise MappingProblem(f"{path}.field_data[{index}]", "needs a name")
             values = entry.get("values") or []
+            if not isinstance(values, list):
+                raise MappingProblem(
+                    f"{path}.field_data[{index}].values", "expected a list of answers"
+                )
             answers[entry["name"]] = values[0] if values else None
         lead: dict[str, Any] = {
             target: answers[name]

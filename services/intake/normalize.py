@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import email_validator
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
-from phonenumbers.tzdata import TIMEZONE_DATA
 
 
 class FieldProblem(ValueError):
@@ -57,30 +56,16 @@ def phone(raw: str, default_region: str) -> Phone:
     return Phone(
         e164=e164,
         country=phonenumbers.region_code_for_number(number),
-        timezones=_phone_zones(e164, number),
+        timezones=_phone_zones(number),
     )
 
 
-#: Zones by number prefix; bounded by the number of prefixes in the zone table.
-_zones_by_prefix: dict[str, tuple[str, ...]] = {}
-
-
-def _phone_zones(e164: str, number: phonenumbers.PhoneNumber) -> tuple[str, ...]:
-    # The zone table is keyed by prefixes, and none for this country is longer
-    # than _zone_prefix_length: numbers sharing that prefix share their zones.
-    prefix = e164[1 : 1 + _zone_prefix_length(str(number.country_code))]
-    zones = _zones_by_prefix.get(prefix)
-    if zones is None:
-        found = phone_timezones.time_zones_for_number(number)
-        zones = tuple(zone for zone in found if zone != _UNKNOWN_ZONE)
-        _zones_by_prefix[prefix] = zones
-    return zones
-
-
-@functools.cache
-def _zone_prefix_length(country_code: str) -> int:
-    lengths = [len(key) for key in TIMEZONE_DATA if key.startswith(country_code)]
-    return max(lengths, default=len(country_code))
+def _phone_zones(number: phonenumbers.PhoneNumber) -> tuple[str, ...]:
+    # Not cached by prefix: the library also looks at the number's type (a
+    # mobile number gets its whole country's zones), so two numbers sharing
+    # leading digits can differ.
+    zones = phone_timezones.time_zones_for_number(number)
+    return tuple(zone for zone in zones if zone != _UNKNOWN_ZONE)
 
 
 def email(raw: str) -> str:
