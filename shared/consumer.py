@@ -21,12 +21,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
+
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from shared.clock import Clock
+from shared.db import Connection
 from shared.errors import EventError
 from shared.events import Envelope, UnknownEventType, decode
 from shared.logging import event_context
@@ -37,7 +39,7 @@ from shared.settings import dlq_topic
 logger = logging.getLogger(__name__)
 
 #: Applies events inside the caller's transaction; must not commit it.
-BatchHandler = Callable[[asyncpg.Connection, Sequence[Envelope]], Awaitable[None]]
+BatchHandler = Callable[[Connection, Sequence[Envelope]], Awaitable[None]]
 
 _RETRIABLE = (
     asyncpg.PostgresConnectionError,
@@ -97,7 +99,7 @@ class EventConsumer:
                     await self._consume_forever()
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:  # noqa: BLE001 - reconnect and go on
+                except Exception as error:
                     delay = backoff.next_delay()
                     logger.warning(
                         "consumer.failed consumer=%s retry_in=%.2fs error=%r",
@@ -257,7 +259,10 @@ class EventConsumer:
         # Waiting for the broker's acknowledgement before the offset moves on
         # is what makes the dead-letter topic lossless.
         await self._producer.send_and_wait(
-            dlq_topic(message.topic), value=message.value, key=message.key, headers=headers
+            dlq_topic(message.topic),
+            value=message.value,
+            key=message.key,
+            headers=headers,
         )
         EVENTS_DEAD_LETTERED.labels(self.name).inc()
         logger.warning(

@@ -12,6 +12,10 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+#: What a query function accepts: a plain connection or one lent by a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -57,13 +58,11 @@ async def ensure_topics(
         missing = [topic for topic in TOPICS if topic not in existing]
         if not missing:
             return []
-        try:
+        # Another process may create them between our list and create.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(
                 [NewTopic(topic, partitions, replication) for topic in missing]
             )
-        except TopicAlreadyExistsError:
-            # Another process created them between our list and create.
-            pass
         for topic in missing:
             logger.info("topic.created topic=%s partitions=%s", topic, partitions)
         return missing

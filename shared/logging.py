@@ -107,6 +107,8 @@ def configure(*, json: bool, level: str = "INFO", service: str | None = None) ->
     root.addHandler(handler)
     root.setLevel(level.upper())
     # aiokafka logs every failed reconnect at ERROR; our loops report those.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL if level == "INFO" else level)
+    logging.getLogger("aiokafka").setLevel(
+        logging.CRITICAL if level == "INFO" else level
+    )
     if service:
         logging.getLogger(__name__).debug("logging.configured service=%s", service)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.db import checked_identifier
+from shared.db import Connection, checked_identifier
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ COMMON_MIGRATIONS = Path(__file__).parent / "sql"
 
 
 async def migrate_service(
-    connection: asyncpg.Connection, schema: str, folder: Path
+    connection: Connection, schema: str, folder: Path
 ) -> list[str]:
     """Apply the common tables, then the service's own files, to ``schema``."""
     applied = await migrate(connection, schema, COMMON_MIGRATIONS, track="common")
@@ -71,7 +71,7 @@ async def migrate_service(
 
 
 async def migrate(
-    connection: asyncpg.Connection, schema: str, folder: Path, *, track: str
+    connection: Connection, schema: str, folder: Path, *, track: str
 ) -> list[str]:
     """Apply pending migrations of one ``track`` in ``schema``; returns names applied.
 
@@ -115,7 +115,9 @@ async def migrate(
             try:
                 await connection.execute(migration.sql)
             except asyncpg.PostgresError as error:
-                raise MigrationError(f"{schema}: {migration.name} failed: {error}") from error
+                raise MigrationError(
+                    f"{schema}: {migration.name} failed: {error}"
+                ) from error
             await connection.execute(
                 f"INSERT INTO {schema}.schema_migrations"
                 " (track, version, name, checksum) VALUES ($1, $2, $3, $4)",

@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from shared.clock import Clock
-from shared.db import checked_identifier
+from shared.db import Connection, checked_identifier
 from shared.events import CONTENT_TYPE, Envelope
 from shared.metrics import (
     OUTBOX_BACKLOG,
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 async def add_events(
-    connection: asyncpg.Connection,
+    connection: Connection,
     events: Sequence[Envelope],
     *,
     now_ts: object,
@@ -105,7 +105,7 @@ class OutboxRelay:
                     backoff.reset()
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:  # noqa: BLE001 - the relay must live on
+                except Exception as error:
                     await self._drop_broken(error)
                     delay = backoff.next_delay()
                     logger.warning(
@@ -194,13 +194,13 @@ class OutboxRelay:
                 logger.info("outbox.leader schema=%s", self._schema)
         return self._connection if self.is_leader else None
 
-    async def _report_backlog(self, connection: asyncpg.Connection) -> None:
+    async def _report_backlog(self, connection: Connection) -> None:
         backlog = await connection.fetchval(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )
         OUTBOX_BACKLOG.labels(self._schema).set(backlog)
 
-    async def _purge(self, connection: asyncpg.Connection) -> None:
+    async def _purge(self, connection: Connection) -> None:
         if self._clock.monotonic() - self._last_purge < self._purge_every_seconds:
             return
         self._last_purge = self._clock.monotonic()

@@ -47,7 +47,9 @@ class ServiceSettings(BaseSettings):
         "postgresql://postgres@127.0.0.1:5432/postgres",
         validation_alias=_shared("DATABASE_URL"),
     )
-    database_pool_min: int = Field(2, ge=1, validation_alias=_shared("DATABASE_POOL_MIN"))
+    database_pool_min: int = Field(
+        2, ge=1, validation_alias=_shared("DATABASE_POOL_MIN")
+    )
     database_pool_max: int = Field(
         10, ge=1, validation_alias=_shared("DATABASE_POOL_MAX")
     )
@@ -86,7 +88,8 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
 
     @property
-    def schema(self) -> str:
+    def db_schema(self) -> str:
+        """The PostgreSQL schema this service owns."""
         return self.service_name
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ so tests talk HTTP to them and share a :class:`ManualClock` with them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import uuid
@@ -23,14 +24,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from shared.clock import ManualClock
+from shared.kafka import ensure_topics
 from shared.launcher.stack import (
     Broker,
-    dsn_with_database,
     ensure_database,
     free_port,
     start_postgres,
 )
-from shared.kafka import ensure_topics
 
 TEST_PARTITIONS = 3
 
@@ -99,6 +99,14 @@ async def scratch_database(stack: Stack) -> AsyncIterator[str]:
             await connection.close()
 
 
+class _SignalFreeServer(uvicorn.Server):
+    """The test runner owns SIGINT; a served app must not take it over."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Server:
     """A FastAPI app served by uvicorn on a free port inside the test loop."""
 
@@ -109,9 +117,7 @@ class Server:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )
-        self._server = uvicorn.Server(config)
-        # The test runner owns the signals; the server must not take them.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _SignalFreeServer(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

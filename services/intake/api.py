@@ -12,9 +12,15 @@ from fastapi import APIRouter, Header, Request, status
 from pydantic import ValidationError
 
 from services.intake.auth import SIGNATURE_HEADER
-from services.intake.repository import Source
 from services.intake.metrics import LEADS_REJECTED
-from services.intake.schemas import BatchAccepted, BatchIn, LeadAccepted, LeadIn, LeadOut
+from services.intake.repository import Source
+from services.intake.schemas import (
+    BatchAccepted,
+    BatchIn,
+    LeadAccepted,
+    LeadIn,
+    LeadOut,
+)
 from services.intake.service import IntakeService
 from shared.errors import MalformedJson, RedialError, ValidationFailed
 from shared.http import validation_errors
@@ -71,7 +77,10 @@ async def post_lead(
     source = await _rejecting("unknown", service.authenticate(authorization))
     body, document = await _rejecting(source.name, _json_body(request))
     if not isinstance(document, dict):
-        _reject(source.name, ValidationFailed([{"field": "body", "message": "expected a lead object"}]))
+        _reject(
+            source.name,
+            ValidationFailed([{"field": "body", "message": "expected a lead object"}]),
+        )
     leads = _parse(service, [document], source, prefix="")
     results = await _rejecting(
         source.name,

@@ -1,4 +1,7 @@
-"""Wiring of the intake service: ``uvicorn --factory services.intake.app:create_app``."""
+"""Wiring of the intake service.
+
+Run as ``uvicorn --factory services.intake.app:create_app``.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,9 @@ def create_app(
     clock = clock or SystemClock()
     if configure_logging:
         configure(
-            json=settings.log_format == "json", level=settings.log_level, service="intake"
+            json=settings.log_format == "json",
+            level=settings.log_level,
+            service="intake",
         )
     runtime = Runtime(service="intake")
 
@@ -73,24 +78,26 @@ async def _start(
 ) -> None:
     runtime.pool = pool = await create_pool(
         settings.database_url,
-        schema=settings.schema,
+        schema=settings.db_schema,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
     )
     async with pool.acquire() as connection:
-        await migrate_service(connection, settings.schema, MIGRATIONS)
+        await migrate_service(connection, settings.db_schema, MIGRATIONS)
     normalize.warm_up()
 
     relay = OutboxRelay(
         dsn=settings.database_url,
-        schema=settings.schema,
+        schema=settings.db_schema,
         clock=clock,
         producer_factory=lambda: make_producer(settings, client_id="intake-outbox"),
         poll_seconds=settings.outbox_poll_seconds,
         batch_size=settings.outbox_batch_size,
         retention_seconds=settings.outbox_retention_seconds,
     )
-    service = IntakeService(pool=pool, settings=settings, clock=clock, on_commit=relay.wake)
+    service = IntakeService(
+        pool=pool, settings=settings, clock=clock, on_commit=relay.wake
+    )
     app.state.intake = service
     app.state.relay = relay
     consumer = EventConsumer(
@@ -119,6 +126,6 @@ async def _purge_forever(service: IntakeService) -> None:
     while True:
         try:
             await service.purge_expired()
-        except Exception as error:  # noqa: BLE001 - try again next round
+        except Exception as error:
             logger.warning("intake.purge_failed error=%r", error)
         await asyncio.sleep(PURGE_EVERY_SECONDS)

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("name")
     source.add_argument("--mapping", choices=sorted(MAPPINGS), default="generic")
     source.add_argument(
-        "--mapping-options", default="{}", help='JSON, e.g. {"fields": {"tel": "phone"}}'
+        "--mapping-options",
+        default="{}",
+        help='JSON, e.g. {"fields": {"tel": "phone"}}',
     )
     source.add_argument(
         "--duplicate-policy",
@@ -38,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         default="ignore",
     )
     source.add_argument("--api-key", help="use this key instead of generating one")
-    source.add_argument("--webhook-secret", help="use this secret instead of generating one")
     source.add_argument(
-        "--rotate", action="store_true", help="issue a new key and secret for an existing source"
+        "--webhook-secret", help="use this secret instead of generating one"
+    )
+    source.add_argument(
+        "--rotate",
+        action="store_true",
+        help="issue a new key and secret for an existing source",
     )
     arguments = parser.parse_args(argv)
     asyncio.run(_save_source(arguments))
@@ -51,8 +57,8 @@ async def _save_source(arguments: argparse.Namespace) -> None:
     settings = IntakeSettings()
     connection = await connect(settings.database_url)
     try:
-        await migrate_service(connection, settings.schema, MIGRATIONS)
-        await connection.execute(f"SET search_path = {settings.schema}")
+        await migrate_service(connection, settings.db_schema, MIGRATIONS)
+        await connection.execute(f"SET search_path = {settings.db_schema}")
         existing = await repository.source_by_name(connection, arguments.name)
         fresh = existing is None or arguments.rotate
         api_key = arguments.api_key or (new_api_key(arguments.name) if fresh else None)

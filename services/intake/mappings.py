@@ -59,7 +59,11 @@ Mapping = Callable[[Any, dict[str, Any]], list[dict[str, Any]]]
 
 def _records(payload: Any, list_key: str | None = None) -> list[tuple[str, Any]]:
     """The records of a payload that is one object or a list of them."""
-    if isinstance(payload, dict) and list_key and isinstance(payload.get(list_key), list):
+    if (
+        isinstance(payload, dict)
+        and list_key
+        and isinstance(payload.get(list_key), list)
+    ):
         payload = payload[list_key]
         prefix = f"{list_key}"
     else:
@@ -101,13 +105,21 @@ _HUBSPOT_FIELDS = {
     "phone": "phone",
     "zip": "postal_code",
 }
-_HUBSPOT_ATTRIBUTES = ("company", "lifecyclestage", "hs_analytics_source", "city", "state")
+_HUBSPOT_ATTRIBUTES = (
+    "company",
+    "lifecyclestage",
+    "hs_analytics_source",
+    "city",
+    "state",
+)
 
 
 def hubspot(payload: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     leads: list[dict[str, Any]] = []
     for path, record in _records(payload, "results"):
-        if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
+        if not isinstance(record, dict) or not isinstance(
+            record.get("properties"), dict
+        ):
             raise MappingProblem(f"{path}.properties", "a contact needs properties")
         properties = {
             name: (value.get("value") if isinstance(value, dict) else value)
@@ -224,7 +236,7 @@ def _facebook_lead_objects(payload: Any) -> list[tuple[str, dict[str, Any]]]:
     for path, record in records:
         if not isinstance(record, dict):
             raise MappingProblem(path, "expected an object")
-    return records  # type: ignore[return-value]
+    return records
 
 
 def _truthy(value: Any) -> bool:

@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Connection
+
 #: Advisory-lock class for dedup buckets (the first key of the two-key form).
 DEDUP_LOCK_CLASS = 7301
 
@@ -80,7 +82,7 @@ async def source_by_name(
 
 
 async def save_source(
-    connection: asyncpg.Connection,
+    connection: Connection,
     *,
     name: str,
     api_key_hash: bytes | None,
@@ -113,7 +115,7 @@ async def save_source(
     )
 
 
-async def lock_dedup_buckets(connection: asyncpg.Connection, buckets: list[int]) -> None:
+async def lock_dedup_buckets(connection: Connection, buckets: list[int]) -> None:
     """Serialise transactions that could match the same phone, e-mail or key.
 
     ``buckets`` must be sorted: every transaction takes its locks in the same
@@ -130,7 +132,7 @@ async def lock_dedup_buckets(connection: asyncpg.Connection, buckets: list[int])
 
 
 async def idempotent_response(
-    connection: asyncpg.Connection, source: str, key: str, since: dt.datetime
+    connection: Connection, source: str, key: str, since: dt.datetime
 ) -> asyncpg.Record | None:
     return await connection.fetchrow(
         "SELECT request_hash, response FROM idempotency_keys"
@@ -142,7 +144,7 @@ async def idempotent_response(
 
 
 async def save_idempotent_response(
-    connection: asyncpg.Connection,
+    connection: Connection,
     *,
     source: str,
     key: str,
@@ -177,14 +179,15 @@ async def purge_idempotency_keys(
 
 
 async def leads_by_external_id(
-    connection: asyncpg.Connection, source: str, external_ids: list[str]
+    connection: Connection, source: str, external_ids: list[str]
 ) -> dict[str, tuple[uuid.UUID, bool]]:
     """Stored leads of ``source`` by external id, with their dnc flag."""
     if not external_ids:
         return {}
     rows = await connection.fetch(
+        # Served by leads_source_external_id.
         "SELECT external_id, id, dnc FROM leads"
-        " WHERE source = $1 AND external_id = ANY($2::text[])",  # leads_source_external_id
+        " WHERE source = $1 AND external_id = ANY($2::text[])",
         source,
         external_ids,
     )
@@ -192,12 +195,12 @@ async def leads_by_external_id(
 
 
 async def leads_matching(
-    connection: asyncpg.Connection,
+    connection: Connection,
     phones: list[str],
     emails: list[str],
     since: dt.datetime,
 ) -> list[asyncpg.Record]:
-    """Leads received since ``since`` with one of the phones or e-mails, oldest first."""
+    """Leads since ``since`` with one of the phones or e-mails, oldest first."""
     if not phones and not emails:
         return []
     return await connection.fetch(
@@ -213,7 +216,7 @@ async def leads_matching(
     )
 
 
-async def listed_phones(connection: asyncpg.Connection, phones: list[str]) -> set[str]:
+async def listed_phones(connection: Connection, phones: list[str]) -> set[str]:
     if not phones:
         return set()
     rows = await connection.fetch(
@@ -223,7 +226,7 @@ async def listed_phones(connection: asyncpg.Connection, phones: list[str]) -> se
 
 
 async def insert_leads(
-    connection: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
+    connection: Connection, records: Sequence[tuple[Any, ...]]
 ) -> None:
     """Bulk insert: rows in :data:`LEAD_COLUMNS` order, through COPY."""
     await connection.copy_records_to_table(
@@ -232,7 +235,7 @@ async def insert_leads(
 
 
 async def update_lead(
-    connection: asyncpg.Connection,
+    connection: Connection,
     lead_id: uuid.UUID,
     changes: dict[str, Any],
 ) -> None:
@@ -247,7 +250,7 @@ async def update_lead(
 
 
 async def insert_duplicates(
-    connection: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]
+    connection: Connection, rows: Sequence[tuple[Any, ...]]
 ) -> None:
     """Rows of (lead_id, source, matched_on, action, received_at)."""
     if rows:
@@ -275,9 +278,7 @@ async def lead_with_counts(
     )
 
 
-async def list_phone(
-    connection: asyncpg.Connection, phone: str, now: dt.datetime
-) -> None:
+async def list_phone(connection: Connection, phone: str, now: dt.datetime) -> None:
     await connection.execute(
         "INSERT INTO dnc_phones (phone, listed_at) VALUES ($1, $2)"
         " ON CONFLICT (phone) DO NOTHING",
@@ -286,5 +287,5 @@ async def list_phone(
     )
 
 
-async def unlist_phone(connection: asyncpg.Connection, phone: str) -> None:
+async def unlist_phone(connection: Connection, phone: str) -> None:
     await connection.execute("DELETE FROM dnc_phones WHERE phone = $1", phone)

@@ -119,7 +119,9 @@ class LeadIn(BaseModel):
                 )
             except normalize.FieldProblem as error:
                 raise PydanticCustomError(
-                    "invalid_postal_code", "postal_code: {reason}", {"reason": str(error)}
+                    "invalid_postal_code",
+                    "postal_code: {reason}",
+                    {"reason": str(error)},
                 ) from None
         return self
 

@@ -29,6 +29,7 @@ from services.intake.metrics import LEADS_DUPLICATE, LEADS_RECEIVED
 from services.intake.schemas import LeadAccepted, LeadIn, LeadOut
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
+from shared.db import Connection
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from shared.events import (
     Consent,
@@ -218,7 +219,12 @@ class IntakeService:
             ) from None
         if len(leads) > self._settings.batch_limit:
             raise ValidationFailed(
-                [{"field": "body", "message": f"more than {self._settings.batch_limit} leads"}]
+                [
+                    {
+                        "field": "body",
+                        "message": f"more than {self._settings.batch_limit} leads",
+                    }
+                ]
             )
         return leads
 
@@ -262,14 +268,16 @@ class IntakeService:
 
     async def _replay(
         self,
-        connection: asyncpg.Connection,
+        connection: Connection,
         source: repository.Source,
         key: str,
         request_hash: bytes,
         now: dt.datetime,
     ) -> list[LeadAccepted] | None:
         since = now - dt.timedelta(seconds=self._settings.idempotency_ttl_seconds)
-        stored = await repository.idempotent_response(connection, source.name, key, since)
+        stored = await repository.idempotent_response(
+            connection, source.name, key, since
+        )
         if stored is None:
             return None
         if stored["request_hash"] != request_hash:
@@ -280,7 +288,7 @@ class IntakeService:
 
     async def _decide(
         self,
-        connection: asyncpg.Connection,
+        connection: Connection,
         source: repository.Source,
         leads: Sequence[LeadIn],
         now: dt.datetime,
@@ -345,7 +353,9 @@ class IntakeService:
         if policy == "ignore":
             return _Decision(original, "duplicate", matched_on, "ignored")
         overwrite = policy == "merge_overwrite"
-        incoming = _new_columns(lead, original.columns["source"], None, self._settings.default_region, set())
+        incoming = _new_columns(
+            lead, original.columns["source"], None, self._settings.default_region, set()
+        )
         merged: list[str] = []
         for name in MERGEABLE:
             value = incoming[name]
@@ -379,7 +389,7 @@ class IntakeService:
 
     async def _store(
         self,
-        connection: asyncpg.Connection,
+        connection: Connection,
         source: repository.Source,
         decisions: Sequence[_Decision],
         now: dt.datetime,
@@ -387,7 +397,10 @@ class IntakeService:
         new_leads = [d.lead for d in decisions if d.status == "accepted"]
         await repository.insert_leads(
             connection,
-            [tuple(lead.columns[name] for name in repository.LEAD_COLUMNS) for lead in new_leads],
+            [
+                tuple(lead.columns[name] for name in repository.LEAD_COLUMNS)
+                for lead in new_leads
+            ],
         )
         merged_stored = {
             d.lead.id: d.lead
@@ -409,7 +422,8 @@ class IntakeService:
             if decision.status == "accepted":
                 data = LeadReceived(**decision.lead.snapshot())
             elif decision.status == "duplicate":
-                assert decision.matched_on is not None and decision.action is not None
+                assert decision.matched_on is not None
+                assert decision.action is not None
                 data = LeadDuplicate(
                     lead_id=decision.lead.id,
                     source=source.name,
@@ -422,7 +436,9 @@ class IntakeService:
             else:
                 continue
             events.append(
-                new_event(data, source=EVENT_SOURCE, subject=str(decision.lead.id), time=now)
+                new_event(
+                    data, source=EVENT_SOURCE, subject=str(decision.lead.id), time=now
+                )
             )
         await add_events(connection, events, now_ts=now)
 
@@ -434,7 +450,10 @@ class IntakeService:
         if duplicates:
             LEADS_DUPLICATE.labels(source).inc(duplicates)
         logger.debug(
-            "leads.accepted source=%s new=%s duplicates=%s", source, accepted, duplicates
+            "leads.accepted source=%s new=%s duplicates=%s",
+            source,
+            accepted,
+            duplicates,
         )
 
     # -- reads -------------------------------------------------------------
@@ -454,14 +473,19 @@ class IntakeService:
     # -- events from other services ----------------------------------------
 
     async def apply_events(
-        self, connection: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, connection: Connection, envelopes: Sequence[Envelope]
     ) -> None:
         """Keep intake's do-not-call copy in step with the queue's decisions."""
         for envelope in envelopes:
             data = envelope.data
-            if isinstance(data, LeadOptedOut) and data.phone and data.channel in (
-                "call",
-                "all",
+            if (
+                isinstance(data, LeadOptedOut)
+                and data.phone
+                and data.channel
+                in (
+                    "call",
+                    "all",
+                )
             ):
                 await repository.list_phone(connection, data.phone, data.opted_out_at)
             elif isinstance(data, DncUpdated):
@@ -477,7 +501,9 @@ class IntakeService:
         await repository.purge_idempotency_keys(self._pool, before)
 
 
-def _buckets(source: str, leads: Sequence[LeadIn], idempotency_key: str | None) -> list[int]:
+def _buckets(
+    source: str, leads: Sequence[LeadIn], idempotency_key: str | None
+) -> list[int]:
     keys: set[str] = set()
     for lead in leads:
         if lead.phone:

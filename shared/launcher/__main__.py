@@ -124,7 +124,9 @@ def _run(data_dir: Path) -> int:
 
 def _provision_demo_source(env: dict[str, str]) -> str:
     """The ``demo`` source exists only in the embedded stack, for trying the API."""
-    api_key = os.environ.get("REDIAL_DEV_API_KEY") or f"rdl_demo_{secrets.token_urlsafe(24)}"
+    api_key = (
+        os.environ.get("REDIAL_DEV_API_KEY") or f"rdl_demo_{secrets.token_urlsafe(24)}"
+    )
     subprocess.run(
         [
             sys.executable,
@@ -148,7 +150,10 @@ def _print_welcome(
     services: list[ServiceProcess], database_url: str, bootstrap: str, api_key: str
 ) -> None:
     lines = ["", "Redial is running:"]
-    lines += [f"  {service.name:<8} {service.url}  (docs: {service.url}/docs)" for service in services]
+    lines += [
+        f"  {service.name:<8} {service.url}  (docs: {service.url}/docs)"
+        for service in services
+    ]
     lines += [
         f"  postgres {database_url}",
         f"  kafka    {bootstrap}",
@@ -157,7 +162,8 @@ def _print_welcome(
         "",
         "Try:",
         f"  curl -s -X POST {services[0].url}/v1/leads \\",
-        f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
+        f"    -H 'Authorization: Bearer {api_key}' \\",
+        "    -H 'Content-Type: application/json' \\",
         """    -d '{"phone": "+1 305 555 0123", "first_name": "Ada"}'""",
         "",
         "Ctrl-C stops everything.",

@@ -245,10 +245,12 @@ class ServiceProcess:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer,
+            ):
+                if answer.status == 200:
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} did not become ready")
             time.sleep(0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -17,7 +18,9 @@ from tests.kafka_reader import events_about
 
 
 async def count_leads(db: asyncpg.Connection, source: Source) -> int:
-    return await db.fetchval("SELECT count(*) FROM leads WHERE source = $1", source.name)
+    return await db.fetchval(
+        "SELECT count(*) FROM leads WHERE source = $1", source.name
+    )
 
 
 async def test_posted_lead_is_stored_and_published(
@@ -49,7 +52,9 @@ async def test_batch_is_accepted_whole(
 ) -> None:
     leads = [{"phone": unique_phone()} for _ in range(25)]
 
-    answer = await http.post("/v1/leads/batch", headers=source.auth, json={"leads": leads})
+    answer = await http.post(
+        "/v1/leads/batch", headers=source.auth, json={"leads": leads}
+    )
 
     assert answer.status_code == 202, answer.text
     assert answer.json()["accepted"] == 25
@@ -96,7 +101,9 @@ async def test_one_bad_lead_rejects_the_whole_batch(
 ) -> None:
     leads = [{"phone": unique_phone()}, {"phone": "nope"}, {"email": "bad@"}]
 
-    answer = await http.post("/v1/leads/batch", headers=source.auth, json={"leads": leads})
+    answer = await http.post(
+        "/v1/leads/batch", headers=source.auth, json={"leads": leads}
+    )
 
     assert answer.status_code == 422
     fields = [error["field"] for error in answer.json()["errors"]]
@@ -109,7 +116,9 @@ async def test_batch_over_the_limit_is_refused(
 ) -> None:
     leads = [{"phone": "+13055550123"}] * 1001
 
-    answer = await http.post("/v1/leads/batch", headers=source.auth, json={"leads": leads})
+    answer = await http.post(
+        "/v1/leads/batch", headers=source.auth, json={"leads": leads}
+    )
 
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["field"] == "leads"
@@ -145,7 +154,7 @@ async def test_oversized_chunked_body_is_413(
 ) -> None:
     """Without Content-Length the limit is enforced while reading."""
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"phone": "+13055550123", "attributes": {"notes": "'
         for _ in range(40):
             yield b"x" * 65_536
@@ -167,15 +176,23 @@ async def test_oversized_chunked_body_is_413(
     ],
 )
 async def test_missing_or_wrong_key_is_401_and_nothing_stored(
-    http: httpx.AsyncClient, source: Source, db: asyncpg.Connection, headers: dict[str, str]
+    http: httpx.AsyncClient,
+    source: Source,
+    db: asyncpg.Connection,
+    headers: dict[str, str],
 ) -> None:
     before = LEADS_REJECTED.labels("unknown", "unauthorized")._value.get()
 
-    answer = await http.post("/v1/leads", headers=headers, json={"phone": unique_phone()})
+    answer = await http.post(
+        "/v1/leads", headers=headers, json={"phone": unique_phone()}
+    )
 
     assert answer.status_code == 401
     assert answer.json()["code"] == "unauthorized"
-    assert await db.fetchval("SELECT count(*) FROM leads WHERE source = $1", source.name) == 0
+    assert (
+        await db.fetchval("SELECT count(*) FROM leads WHERE source = $1", source.name)
+        == 0
+    )
     assert LEADS_REJECTED.labels("unknown", "unauthorized")._value.get() == before + 1
 
 
@@ -183,7 +200,9 @@ async def test_lead_naming_another_source_is_refused(
     http: httpx.AsyncClient, source: Source, db: asyncpg.Connection
 ) -> None:
     answer = await http.post(
-        "/v1/leads", headers=source.auth, json={"source": "someone-else", "phone": unique_phone()}
+        "/v1/leads",
+        headers=source.auth,
+        json={"source": "someone-else", "phone": unique_phone()},
     )
 
     assert answer.status_code == 403
@@ -213,8 +232,15 @@ async def test_idempotency_key_retry_returns_the_same_lead(
     assert first.status_code == second.status_code == 202
     assert first.json() == second.json()
     assert await count_leads(db, source) == 1
-    assert await db.fetchval("SELECT count(*) FROM duplicates WHERE source = $1", source.name) == 0
-    events = await events_about(stack.bootstrap, {first.json()["lead_id"]}, count=2, timeout=2)
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM duplicates WHERE source = $1", source.name
+        )
+        == 0
+    )
+    events = await events_about(
+        stack.bootstrap, {first.json()["lead_id"]}, count=2, timeout=2
+    )
     assert [event.type for event in events] == ["lead.received.v1"]
 
 
@@ -224,7 +250,9 @@ async def test_idempotency_key_with_another_body_is_409(
     headers = {**source.auth, "Idempotency-Key": "order-2"}
     await http.post("/v1/leads", headers=headers, json={"phone": unique_phone()})
 
-    answer = await http.post("/v1/leads", headers=headers, json={"phone": unique_phone()})
+    answer = await http.post(
+        "/v1/leads", headers=headers, json={"phone": unique_phone()}
+    )
 
     assert answer.status_code == 409
     assert answer.json()["code"] == "idempotency_key_reused"
@@ -235,11 +263,15 @@ async def test_external_id_retry_returns_the_same_lead(
     http: httpx.AsyncClient, source: Source, db: asyncpg.Connection
 ) -> None:
     first = await http.post(
-        "/v1/leads", headers=source.auth, json={"external_id": "crm-7", "phone": unique_phone()}
+        "/v1/leads",
+        headers=source.auth,
+        json={"external_id": "crm-7", "phone": unique_phone()},
     )
     # The CRM re-sends its record; even a changed phone is the same lead.
     second = await http.post(
-        "/v1/leads", headers=source.auth, json={"external_id": "crm-7", "phone": unique_phone()}
+        "/v1/leads",
+        headers=source.auth,
+        json={"external_id": "crm-7", "phone": unique_phone()},
     )
 
     assert second.json() == first.json()
@@ -297,13 +329,17 @@ async def test_same_email_in_other_case_is_a_duplicate(
     email = unique_email()
     first = await http.post("/v1/leads", headers=source.auth, json={"email": email})
 
-    again = await http.post("/v1/leads", headers=source.auth, json={"email": email.upper()})
+    again = await http.post(
+        "/v1/leads", headers=source.auth, json={"email": email.upper()}
+    )
 
     assert again.json()["status"] == "duplicate"
     assert again.json()["lead_id"] == first.json()["lead_id"]
 
 
-async def test_duplicate_inside_one_batch(http: httpx.AsyncClient, source: Source) -> None:
+async def test_duplicate_inside_one_batch(
+    http: httpx.AsyncClient, source: Source
+) -> None:
     phone = unique_phone()
 
     answer = await http.post(
@@ -346,7 +382,9 @@ async def test_merge_fill_fills_blanks_only(
     )
 
     assert again.json()["duplicate_action"] == "merged"
-    stored = (await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)).json()
+    stored = (
+        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
+    ).json()
     assert (stored["first_name"], stored["last_name"]) == ("Ada", "King")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -23,7 +24,7 @@ from tests.kafka_reader import events_about
 
 
 @pytest.fixture
-async def own_broker(tmp_path) -> AsyncIterator[Broker]:  # type: ignore[no-untyped-def]
+async def own_broker(tmp_path: Path) -> AsyncIterator[Broker]:
     broker = Broker(free_port(), log_path=tmp_path / "tansu.log")
     broker.start()
     await ensure_topics(broker.bootstrap, partitions=3)
@@ -39,7 +40,9 @@ async def test_leads_accepted_during_an_outage_are_published_after_it(
     """An intake of its own (fresh database, own broker) so stopping the broker
     disturbs no other test; its start also migrates an empty database."""
     settings = intake_settings(
-        stack, database_url=scratch_database, kafka_bootstrap_servers=own_broker.bootstrap
+        stack,
+        database_url=scratch_database,
+        kafka_bootstrap_servers=own_broker.bootstrap,
     )
     server = Server(create_app(settings, clock, configure_logging=False))
     await server.start()
@@ -50,12 +53,19 @@ async def test_leads_accepted_during_an_outage_are_published_after_it(
 
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             answers = [
-                await http.post("/v1/leads", headers=source.auth, json={"phone": unique_phone()})
+                await http.post(
+                    "/v1/leads", headers=source.auth, json={"phone": unique_phone()}
+                )
                 for _ in range(5)
             ]
             assert [answer.status_code for answer in answers] == [202] * 5
             ids = {answer.json()["lead_id"] for answer in answers}
-            assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 5
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                )
+                == 5
+            )
             ready = await _ready_while_broker_down(http)
             assert ready.status_code == 200
             assert ready.json()["checks"]["broker"].startswith("unreachable")
@@ -109,16 +119,22 @@ async def test_phone_put_on_the_dnc_list_is_flagged_at_intake(
         )
         await producer.send_and_wait("lead-events", event.to_json(), key=event.key)
         async with asyncio.timeout(20):
-            while not await db.fetchval("SELECT 1 FROM dnc_phones WHERE phone = $1", phone):
+            while not await db.fetchval(
+                "SELECT 1 FROM dnc_phones WHERE phone = $1", phone
+            ):
                 await asyncio.sleep(0.05)
         source = await make_source(db, intake, clock)
 
         async with httpx.AsyncClient(base_url=intake.url) as http:
-            answer = await http.post("/v1/leads", headers=source.auth, json={"phone": phone})
+            answer = await http.post(
+                "/v1/leads", headers=source.auth, json={"phone": phone}
+            )
 
         assert answer.status_code == 202
         assert answer.json()["dnc"] is True
-        [received] = await events_about(stack.bootstrap, {answer.json()["lead_id"]}, count=1)
+        [received] = await events_about(
+            stack.bootstrap, {answer.json()["lead_id"]}, count=1
+        )
         assert orjson.loads(received.to_json())["data"]["dnc"] is True
     finally:
         await producer.stop()

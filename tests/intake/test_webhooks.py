@@ -38,7 +38,9 @@ async def test_signed_generic_form_is_accepted(
     assert lead["attributes"] == {"budget": "10k"}
 
 
-@pytest.mark.parametrize("problem", ["tampered", "wrong_secret", "missing", "stale", "future"])
+@pytest.mark.parametrize(
+    "problem", ["tampered", "wrong_secret", "missing", "stale", "future"]
+)
 async def test_bad_signature_is_401_and_nothing_stored(
     http: httpx.AsyncClient, db: asyncpg.Connection, source: Source, problem: str
 ) -> None:
@@ -54,7 +56,9 @@ async def test_bad_signature_is_401_and_nothing_stored(
         "future": source.signed(payload, at=now + 301),
     }[problem]
 
-    answer = await http.post(f"/v1/webhooks/{source.name}", content=payload, headers=headers)
+    answer = await http.post(
+        f"/v1/webhooks/{source.name}", content=payload, headers=headers
+    )
 
     assert answer.status_code == 401
     assert answer.json()["code"] == "unauthorized"
@@ -81,7 +85,9 @@ async def test_signature_inside_the_window_is_accepted(
     source.clock.advance(299)
 
     answer = await http.post(
-        f"/v1/webhooks/{source.name}", content=payload, headers=source.signed(payload, at=signed_at)
+        f"/v1/webhooks/{source.name}",
+        content=payload,
+        headers=source.signed(payload, at=signed_at),
     )
 
     assert answer.status_code == 202
@@ -159,8 +165,14 @@ async def test_facebook_lead_ads_webhook_with_two_leads(
                     "id": "1044",
                     "time": 1764583200,
                     "changes": [
-                        {"field": "leadgen", "value": lead_object("fb-1", "Grace Hopper")},
-                        {"field": "leadgen", "value": lead_object("fb-2", "Alan Turing")},
+                        {
+                            "field": "leadgen",
+                            "value": lead_object("fb-1", "Grace Hopper"),
+                        },
+                        {
+                            "field": "leadgen",
+                            "value": lead_object("fb-2", "Alan Turing"),
+                        },
                     ],
                 }
             ],
@@ -192,7 +204,10 @@ async def test_bare_leadgen_notification_is_422_naming_field_data(
             "entry": [
                 {
                     "changes": [
-                        {"field": "leadgen", "value": {"leadgen_id": "55", "form_id": "7781"}}
+                        {
+                            "field": "leadgen",
+                            "value": {"leadgen_id": "55", "form_id": "7781"},
+                        }
                     ]
                 }
             ],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -12,12 +11,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.clock import ManualClock
 from shared.consumer import EventConsumer
-from shared.db import create_pool
+from shared.db import Connection, create_pool
 from shared.errors import PoisonEvent, TransientEventError
 from shared.events import DncUpdated, Envelope, new_event
 from shared.kafka import make_producer
@@ -41,7 +40,7 @@ class Harness:
     flaky: dict[str, int] = field(default_factory=dict)
 
     async def handle(
-        self, connection: asyncpg.Connection, envelopes: Sequence[Envelope]
+        self, connection: Connection, envelopes: Sequence[Envelope]
     ) -> None:
         for envelope in envelopes:
             assert isinstance(envelope.data, DncUpdated)
@@ -52,10 +51,14 @@ class Harness:
                 self.flaky[phone] -= 1
                 raise TransientEventError("dependency briefly down")
             await connection.execute(
-                "INSERT INTO applied (event_id, phone) VALUES ($1, $2)", envelope.id, phone
+                "INSERT INTO applied (event_id, phone) VALUES ($1, $2)",
+                envelope.id,
+                phone,
             )
 
-    def consumer(self, group: str, cls: type[EventConsumer] = EventConsumer) -> EventConsumer:
+    def consumer(
+        self, group: str, cls: type[EventConsumer] = EventConsumer
+    ) -> EventConsumer:
         settings = ServiceSettings(kafka_bootstrap_servers=self.stack.bootstrap)
         return cls(
             name=group,
@@ -81,7 +84,9 @@ class Harness:
             if isinstance(event, bytes):
                 await self.producer.send_and_wait(self.topic, event, key=key)
             else:
-                await self.producer.send_and_wait(self.topic, event.to_json(), key=event.key)
+                await self.producer.send_and_wait(
+                    self.topic, event.to_json(), key=event.key
+                )
 
     async def applied(self) -> list[tuple[uuid.UUID, str]]:
         rows = await self.pool.fetch("SELECT event_id, phone FROM applied ORDER BY id")
@@ -164,7 +169,10 @@ async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
             harness.stack.bootstrap, f"{harness.topic}.dlq", lambda kept: len(kept) >= 2
         )
 
-    assert [phone for _, phone in await harness.applied()] == ["+13055550111", "+13055550112"]
+    assert [phone for _, phone in await harness.applied()] == [
+        "+13055550111",
+        "+13055550112",
+    ]
     assert len(dead) == 2
     dead.sort(key=lambda record: int(dict(record.headers)["dlq-offset"]))
     headers = [dict(record.headers) for record in dead]
@@ -193,7 +201,9 @@ async def test_retriable_failure_is_retried_not_dead_lettered(harness: Harness) 
 class NeverCommits(EventConsumer):
     """Applies events but dies before committing offsets, like a crash would."""
 
-    async def _commit(self, consumer, partition: TopicPartition, offset: int) -> None:  # type: ignore[no-untyped-def]
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, offset: int
+    ) -> None:
         return None
 
 
@@ -231,5 +241,3 @@ async def test_rebalance_in_the_middle_loses_and_doubles_nothing(
     applied = [event_id for event_id, _ in await harness.applied()]
     assert len(applied) == 600
     assert set(applied) == {event.id for event in events}
-
-

@@ -36,7 +36,8 @@ def write(folder: Path, name: str, sql: str) -> None:
 
 async def tables(connection: asyncpg.Connection, schema: str) -> set[str]:
     rows = await connection.fetch(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+        schema,
     )
     return {row["table_name"] for row in rows}
 
@@ -68,9 +69,13 @@ async def test_existing_schema_gets_only_the_new_file(
     write(tmp_path, "0001_first.sql", "CREATE TABLE a (id int);")
     await migrate(connection, schema, tmp_path, track="service")
     await connection.execute(f"INSERT INTO {schema}.a VALUES (1)")
-    write(tmp_path, "0002_second.sql", "ALTER TABLE a ADD COLUMN name text DEFAULT 'x';")
+    write(
+        tmp_path, "0002_second.sql", "ALTER TABLE a ADD COLUMN name text DEFAULT 'x';"
+    )
 
-    assert await migrate(connection, schema, tmp_path, track="service") == ["0002_second"]
+    assert await migrate(connection, schema, tmp_path, track="service") == [
+        "0002_second"
+    ]
     assert await connection.fetchval(f"SELECT name FROM {schema}.a WHERE id = 1") == "x"
 
 

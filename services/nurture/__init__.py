@@ -1,0 +1,5 @@
+"""Nurture service: email/SMS jobs for leads not converted (not built yet).
+
+The package exists so the layout and the import boundaries are in place; the
+launcher starts only services that have an ``app.py``.
+"""
