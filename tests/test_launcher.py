@@ -1,0 +1,93 @@
+"""`make run`'s launcher, as a newcomer meets it: a real process tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared.launcher.stack import free_port
+from tests.conftest import ROOT
+from tests.kafka_reader import events_about
+
+
+def _free_service_ports() -> int:
+    """An offset that moves ports 8001-8004 onto four free ones."""
+    while True:
+        base = free_port()
+        if base + 3 > 65_000:
+            continue
+        try:
+            for port in range(base, base + 4):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base - 8001
+
+
+async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    broker_port = free_port()
+    offset = _free_service_ports()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env |= {
+        "REDIAL_DATA_DIR": str(tmp_path / "data"),
+        "REDIAL_BROKER_PORT": str(broker_port),
+        "REDIAL_PORT_OFFSET": str(offset),
+        "REDIAL_DEV_API_KEY": "rdl_demo_for_the_launcher_test",
+    }
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "shared.launcher", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        assert launcher.stdout is not None
+        for line in launcher.stdout:
+            output.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        welcome = "".join(output)
+        assert "demo source API key: rdl_demo_for_the_launcher_test" in welcome
+        intake_url = f"http://127.0.0.1:{8001 + offset}"
+        assert intake_url in welcome
+        children = psutil.Process(launcher.pid).children(recursive=True)
+
+        async with httpx.AsyncClient(base_url=intake_url) as http:
+            answer = await http.post(
+                "/v1/leads",
+                headers={"Authorization": "Bearer rdl_demo_for_the_launcher_test"},
+                json={"phone": "+1 305 555 0123", "first_name": "Ada"},
+            )
+        assert answer.status_code == 202, answer.text
+        lead_id = answer.json()["lead_id"]
+        [event] = await events_about(f"127.0.0.1:{broker_port}", {lead_id}, count=1)
+        assert event.type == "lead.received.v1"
+
+        launcher.send_signal(signal.SIGINT)
+        rest, _ = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0, "".join(output) + rest
+        assert "stopped" in rest
+        assert not [child for child in children if child.is_running()]
+        # The data stays for the next run; the server itself is stopped.
+        assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+        assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
