@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -32,6 +33,16 @@ def _free_service_ports() -> int:
         return base - 8001
 
 
+def _read_welcome(launcher: subprocess.Popen[str]) -> str:
+    assert launcher.stdout is not None
+    lines: list[str] = []
+    for line in launcher.stdout:
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    return "".join(lines)
+
+
 async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
@@ -48,7 +59,9 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         "REDIAL_PORT_OFFSET": str(offset),
         "REDIAL_DEV_API_KEY": "rdl_demo_for_the_launcher_test",
     }
-    launcher = subprocess.Popen(
+    # Starting the process does not block; reading its output is done in a
+    # thread so the session's event loop keeps serving the other fixtures.
+    launcher = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "shared.launcher", "run"],
         cwd=ROOT,
         env=env,
@@ -56,14 +69,8 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output: list[str] = []
     try:
-        assert launcher.stdout is not None
-        for line in launcher.stdout:
-            output.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        welcome = "".join(output)
+        welcome = await asyncio.to_thread(_read_welcome, launcher)
         assert "demo source API key: rdl_demo_for_the_launcher_test" in welcome
         intake_url = f"http://127.0.0.1:{8001 + offset}"
         assert intake_url in welcome
@@ -81,8 +88,8 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         assert event.type == "lead.received.v1"
 
         launcher.send_signal(signal.SIGINT)
-        rest, _ = launcher.communicate(timeout=60)
-        assert launcher.returncode == 0, "".join(output) + rest
+        rest, _ = await asyncio.to_thread(launcher.communicate, timeout=60)
+        assert launcher.returncode == 0, welcome + rest
         assert "stopped" in rest
         assert not [child for child in children if child.is_running()]
         # The data stays for the next run; the server itself is stopped.

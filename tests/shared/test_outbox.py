@@ -42,7 +42,9 @@ class Outbox:
 
     def event(self, subject: str, number: int) -> Envelope:
         return new_event(
-            DncUpdated(phone=f"+1305555{number:04d}", listed=True, updated_at=self.clock.now()),
+            DncUpdated(
+                phone=f"+1305555{number:04d}", listed=True, updated_at=self.clock.now()
+            ),
             source="test",
             subject=subject,
             time=self.clock.now(),
@@ -64,7 +66,10 @@ class Outbox:
 
     async def published(self, count: int, timeout: float = 20) -> list[Envelope]:
         records = await read_until(
-            self.stack.bootstrap, self.topic, lambda kept: len(kept) >= count, timeout=timeout
+            self.stack.bootstrap,
+            self.topic,
+            lambda kept: len(kept) >= count,
+            timeout=timeout,
         )
         return [decode(record.value) for record in records]
 
