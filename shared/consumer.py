@@ -99,7 +99,7 @@ class EventConsumer:
                     await self._consume_forever()
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - reconnect, go on
                     delay = backoff.next_delay()
                     logger.warning(
                         "consumer.failed consumer=%s retry_in=%.2fs error=%r",

@@ -105,7 +105,7 @@ class OutboxRelay:
                     backoff.reset()
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - the relay lives on
                     await self._drop_broken(error)
                     delay = backoff.next_delay()
                     logger.warning(

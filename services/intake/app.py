@@ -126,6 +126,6 @@ async def _purge_forever(service: IntakeService) -> None:
     while True:
         try:
             await service.purge_expired()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - tried again next round
             logger.warning("intake.purge_failed error=%r", error)
         await asyncio.sleep(PURGE_EVERY_SECONDS)

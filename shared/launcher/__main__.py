@@ -9,6 +9,9 @@ URLs and waits; Ctrl-C stops everything it started.
 and ``REDIAL_PORT_OFFSET`` (added to the service ports 8001-8004) let a second
 stack run beside a first, as the launcher's own test does.
 
+``tail [TOPIC] [--follow]`` prints a topic's records from the start, one JSON
+document per line (``KAFKA_BOOTSTRAP_SERVERS``, default 127.0.0.1:9092).
+
 ``prepare`` only creates topics and applies migrations against the configured
 ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` (docker-compose runs it once
 before the services start).
@@ -27,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
 from shared.launcher.stack import (
     SERVICE_PORTS,
     Broker,
@@ -38,7 +43,7 @@ from shared.launcher.stack import (
     start_postgres,
 )
 from shared.logging import configure
-from shared.settings import ServiceSettings
+from shared.settings import LEAD_EVENTS_TOPIC, ServiceSettings
 
 logger = logging.getLogger("shared.launcher")
 
@@ -56,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         help="where embedded PostgreSQL keeps its data (default .data)",
     )
     commands.add_parser("prepare", help="create topics and apply migrations")
+    tail = commands.add_parser("tail", help="print a topic's events from the start")
+    tail.add_argument("topic", nargs="?", default=LEAD_EVENTS_TOPIC)
+    tail.add_argument("--follow", action="store_true", help="keep waiting for more")
     arguments = parser.parse_args(argv)
     configure(json=False)
 
@@ -71,7 +79,33 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("topics and schemas are ready")
         return 0
+    if arguments.command == "tail":
+        bootstrap = ServiceSettings().kafka_bootstrap_servers
+        asyncio.run(_tail(bootstrap, arguments.topic, follow=arguments.follow))
+        return 0
     return _run(arguments.data_dir.resolve())
+
+
+async def _tail(bootstrap: str, topic: str, *, follow: bool) -> None:
+    """Print every record of ``topic`` as one JSON line (value as sent)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=2000)
+            for records in batches.values():
+                for record in records:
+                    print(record.value.decode(errors="replace"), flush=True)
+            if not batches and not follow:
+                return
+    finally:
+        await consumer.stop()
 
 
 def _run(data_dir: Path) -> int:
