@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -68,3 +69,25 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+async def read_from_start(
+    bootstrap_servers: str, topic: str, *, idle_ms: int = 500
+) -> AsyncIterator[Sequence[ConsumerRecord]]:
+    """Yield a topic's records from the beginning, a batch at a time, outside
+    any consumer group (nothing is committed). An empty batch means nothing
+    arrived for ``idle_ms``; the caller decides whether to keep waiting."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=idle_ms)
+            yield [record for records in batches.values() for record in records]
+    finally:
+        await consumer.stop()

@@ -14,9 +14,10 @@ import contextlib
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -153,6 +154,22 @@ def unique_phone() -> str:
 
 def unique_email() -> str:
     return f"lead.{uuid.uuid4().hex[:12]}@example.org"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *loops: Coroutine[Any, Any, None],
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Run background loops (relays, consumers) for the body of a ``with``."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from shared.events import Envelope, decode
+from shared.kafka import read_from_start
 
 
 async def read_until(
@@ -20,25 +22,13 @@ async def read_until(
 ) -> list[ConsumerRecord]:
     """Records of ``topic`` from the start that ``keep`` accepts, read until
     ``done`` says enough or ``timeout`` seconds pass (then returns what it has)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     kept: list[ConsumerRecord] = []
-    try:
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            while not done(kept):
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    kept += [record for record in records if keep(record)]
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
+            async for records in read_from_start(bootstrap, topic, idle_ms=200):
+                kept += [record for record in records if keep(record)]
+                if done(kept):
+                    break
     return kept
 
 

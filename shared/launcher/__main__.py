@@ -30,8 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
+from shared.kafka import read_from_start
 from shared.launcher.stack import (
     SERVICE_PORTS,
     Broker,
@@ -88,24 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _tail(bootstrap: str, topic: str, *, follow: bool) -> None:
     """Print every record of ``topic`` as one JSON line (value as sent)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=2000)
-            for records in batches.values():
-                for record in records:
-                    print(record.value.decode(errors="replace"), flush=True)
-            if not batches and not follow:
-                return
-    finally:
-        await consumer.stop()
+    async for records in read_from_start(bootstrap, topic, idle_ms=2000):
+        for record in records:
+            print(record.value.decode(errors="replace"), flush=True)
+        if not records and not follow:
+            return
 
 
 def _run(data_dir: Path) -> int:

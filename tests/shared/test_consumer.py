@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +21,7 @@ from shared.events import DncUpdated, Envelope, new_event
 from shared.kafka import make_producer
 from shared.migrations import COMMON_MIGRATIONS, migrate
 from shared.settings import ServiceSettings
-from tests.conftest import Stack
+from tests.conftest import Stack, running
 from tests.kafka_reader import read_until
 
 POISON = "+15555550666"
@@ -123,24 +122,11 @@ async def harness(stack: Stack, clock: ManualClock) -> AsyncIterator[Harness]:
         await pool.close()
 
 
-@contextlib.asynccontextmanager
-async def running(*consumers: EventConsumer) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(consumer.run()) for consumer in consumers]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_redelivered_event_is_applied_once(harness: Harness) -> None:
     first, second = harness.event("+13055550101"), harness.event("+13055550102")
     await harness.publish(first, second, first)
 
-    async with running(harness.consumer("g1")):
+    async with running(harness.consumer("g1").run()):
         await harness.wait_applied(2)
         await harness.publish(harness.event("+13055550103"))
         await harness.wait_applied(3)
@@ -163,7 +149,7 @@ async def test_poison_event_goes_to_the_dlq_and_the_partition_moves_on(
     await harness.producer.send_and_wait(harness.topic, b"{not json", key=b"same")
     await harness.producer.send_and_wait(harness.topic, later.to_json(), key=b"same")
 
-    async with running(harness.consumer("g2")):
+    async with running(harness.consumer("g2").run()):
         await harness.wait_applied(2)
         dead = await read_until(
             harness.stack.bootstrap, f"{harness.topic}.dlq", lambda kept: len(kept) >= 2
@@ -188,7 +174,7 @@ async def test_retriable_failure_is_retried_not_dead_lettered(harness: Harness) 
     harness.flaky[phone] = 2
     await harness.publish(harness.event(phone))
 
-    async with running(harness.consumer("g3")):
+    async with running(harness.consumer("g3").run()):
         await harness.wait_applied(1)
 
     assert [p for _, p in await harness.applied()] == [phone]
@@ -212,11 +198,11 @@ async def test_events_applied_before_a_crash_are_not_applied_again(
 ) -> None:
     events = [harness.event(f"+1305555{index:04d}") for index in range(20)]
     await harness.publish(*events)
-    async with running(harness.consumer("g4", NeverCommits)):
+    async with running(harness.consumer("g4", NeverCommits).run()):
         await harness.wait_applied(20)
 
     successor = harness.consumer("g4")
-    async with running(successor):
+    async with running(successor.run()):
         await harness.publish(harness.event("+13055559999"))
         await harness.wait_applied(21)
 
@@ -230,11 +216,11 @@ async def test_rebalance_in_the_middle_loses_and_doubles_nothing(
     events = [harness.event(f"+1415555{index:04d}") for index in range(600)]
     first, second = harness.consumer("g5"), harness.consumer("g5")
 
-    async with running(first):
+    async with running(first.run()):
         await harness.publish(*events[:300])
         await harness.wait_applied(50)
         # A second member joins while the first is mid-stream: partitions move.
-        async with running(second):
+        async with running(second.run()):
             await harness.publish(*events[300:])
             await harness.wait_applied(600, timeout=60)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,7 +17,7 @@ from shared.kafka import make_producer
 from shared.migrations import COMMON_MIGRATIONS, migrate
 from shared.outbox import OutboxRelay, add_events
 from shared.settings import ServiceSettings
-from tests.conftest import Stack
+from tests.conftest import Stack, running
 from tests.kafka_reader import read_until
 
 
@@ -88,26 +87,13 @@ async def outbox(stack: Stack, clock: ManualClock) -> Outbox:
     return Outbox(stack, schema, topic, clock)
 
 
-@contextlib.asynccontextmanager
-async def running(*relays: OutboxRelay) -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks = [asyncio.create_task(relay.run()) for relay in relays]
-    try:
-        yield tasks
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_one_subjects_events_reach_the_topic_in_commit_order(
     outbox: Outbox,
 ) -> None:
     events = [outbox.event("lead-1", number) for number in range(30)]
     await outbox.commit(events)
 
-    async with running(outbox.relay()):
+    async with running(outbox.relay().run()):
         published = await outbox.published(30)
 
     assert [event.id for event in published] == [event.id for event in events]
@@ -117,7 +103,7 @@ async def test_two_relays_publish_each_event_once(outbox: Outbox) -> None:
     first, second = outbox.relay(), outbox.relay()
     events = [outbox.event(f"lead-{number % 5}", number) for number in range(100)]
 
-    async with running(first, second):
+    async with running(first.run(), second.run()):
         await outbox.commit(events)
         # Ask for one more than exists: a double publish would be read too.
         published = await outbox.published(101, timeout=3)
@@ -130,10 +116,10 @@ async def test_two_relays_publish_each_event_once(outbox: Outbox) -> None:
 
 async def test_leadership_passes_on_when_the_leader_stops(outbox: Outbox) -> None:
     first, second = outbox.relay(), outbox.relay()
-    async with running(first) as [first_task]:
+    async with running(first.run()) as [first_task]:
         await outbox.commit([outbox.event("lead-a", 1)])
         await outbox.published(1)
-        async with running(second):
+        async with running(second.run()):
             first_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await first_task
