@@ -89,11 +89,18 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._connection: asyncpg.Connection | None = None
         self._last_purge = 0.0
+        self._last_backlog = float("-inf")
         self.is_leader = False
         self.broker_ok: bool | None = None
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    #: After a wake-up, how long to let more commits gather before a pass, so
+    #: a busy service publishes in batches rather than one event per pass.
+    LINGER_SECONDS = 0.005
+    #: How often the backlog gauge is refreshed (it costs a count query).
+    BACKLOG_EVERY_SECONDS = 1.0
 
     async def run(self) -> None:
         """Loop until cancelled: become leader, publish, survive failures."""
@@ -125,6 +132,7 @@ class OutboxRelay:
     async def _wait_for_work(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+            await asyncio.sleep(self.LINGER_SECONDS)
         self._wakeup.clear()
 
     async def _pass(self) -> int:
@@ -195,6 +203,9 @@ class OutboxRelay:
         return self._connection if self.is_leader else None
 
     async def _report_backlog(self, connection: Connection) -> None:
+        if self._clock.monotonic() - self._last_backlog < self.BACKLOG_EVERY_SECONDS:
+            return
+        self._last_backlog = self._clock.monotonic()
         backlog = await connection.fetchval(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import email_validator
 import phonenumbers
+from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as phone_timezones
 
 
@@ -42,29 +43,46 @@ _US_ZIP = re.compile(r"^(\d{5})(?:-?\d{4})?$")
 
 
 def phone(raw: str, default_region: str) -> Phone:
-    """Parse and validate a phone number; national numbers use ``default_region``."""
+    """Parse and validate a phone number; national numbers use ``default_region``.
+
+    Validity, country and zones are computed from one classification of the
+    number: the library's convenience functions would each classify it again,
+    and classifying is most of the cost of taking in a lead.
+    """
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
         raise FieldProblem(f"not a phone number: {error}") from error
-    if not phonenumbers.is_valid_number(number):
+    kind = phonenumbers.number_type(number)
+    # number_type() is UNKNOWN exactly when no pattern of the number's region
+    # matches, which is what is_valid_number() tests.
+    if kind == PhoneNumberType.UNKNOWN:
         raise FieldProblem(
             f"not a valid phone number (numbers without +country are read as"
             f" {default_region})"
         )
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Phone(
-        e164=e164,
-        country=phonenumbers.region_code_for_number(number),
-        timezones=_phone_zones(number),
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        country=_country_of(number),
+        timezones=_phone_zones(number, kind),
     )
 
 
-def _phone_zones(number: phonenumbers.PhoneNumber) -> tuple[str, ...]:
-    # Not cached by prefix: the library also looks at the number's type (a
-    # mobile number gets its whole country's zones), so two numbers sharing
-    # leading digits can differ.
-    zones = phone_timezones.time_zones_for_number(number)
+def _country_of(number: phonenumbers.PhoneNumber) -> str | None:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())
+    if len(regions) == 1:
+        return None if regions[0] == "001" else regions[0]
+    # Shared calling codes (+1, +7, +44…): the number's digits decide.
+    return phonenumbers.region_code_for_number(number)
+
+
+def _phone_zones(number: phonenumbers.PhoneNumber, kind: int) -> tuple[str, ...]:
+    # The same decision time_zones_for_number() makes, without classifying the
+    # number again: geographic numbers by prefix, others by country.
+    if phonenumbers.is_number_type_geographical(kind, number.country_code or 0):
+        zones = phone_timezones.time_zones_for_geographical_number(number)
+    else:
+        zones = phone_timezones.time_zones_for_number(number)
     return tuple(zone for zone in zones if zone != _UNKNOWN_ZONE)
 
 
@@ -151,15 +169,28 @@ US_STATES = {
 }  # fmt: skip
 
 
-@functools.lru_cache(maxsize=65_536)
 def region_of_phone(e164: str) -> str | None:
-    """The US state a number's area code belongs to, where it names one."""
+    """The US state a number's area code belongs to, where it names one.
+
+    An area code never spans two states, so the answer is cached per area
+    code: the geocoder is slow and most leads share a few hundred codes.
+    """
+    if not e164.startswith("+1") or len(e164) != 12:
+        return None
+    area_code = e164[2:5]
+    if area_code not in _state_by_area_code:
+        _state_by_area_code[area_code] = _state_of(e164)
+    return _state_by_area_code[area_code]
+
+
+#: Filled as numbers arrive; at most the ~400 US area codes in use.
+_state_by_area_code: dict[str, str | None] = {}
+
+
+def _state_of(e164: str) -> str | None:
     from phonenumbers import geocoder
 
-    if not e164.startswith("+1"):
-        return None
-    number = phonenumbers.parse(e164, None)
-    description = geocoder.description_for_number(number, "en")
+    description = geocoder.description_for_number(phonenumbers.parse(e164), "en")
     # The geocoder answers "Florida" or "Miami, FL".
     if ", " in description:
         code = description.rsplit(", ", 1)[1]

@@ -5,6 +5,8 @@ Pure logic: phonenumbers, email-validator and the ZIP table, no database.
 
 from __future__ import annotations
 
+import random
+
 import phonenumbers
 import pytest
 from phonenumbers import timezone as phone_timezones
@@ -414,3 +416,31 @@ def test_lead_validates_without_a_context() -> None:
     located = LeadIn.model_validate({"phone": "(305) 555-0123"}).located("US")
 
     assert located.timezones == ["America/New_York"]
+
+
+def test_phone_agrees_with_the_library_on_random_numbers() -> None:
+    """normalize.phone classifies a number once instead of calling the
+    library's convenience functions; on thousands of numbers near each
+    region's example number, it must give the library's own answers."""
+    generator = random.Random(20261203)
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    compared = 0
+    for _ in range(4000):
+        example = phonenumbers.example_number(generator.choice(regions))
+        if example is None:
+            continue
+        digits = list(str(example.national_number))
+        for _ in range(generator.randint(1, 3)):
+            digits[generator.randrange(len(digits))] = str(generator.randint(0, 9))
+        raw = f"+{example.country_code}{''.join(digits)}"
+        number = phonenumbers.parse(raw, None)
+        try:
+            parsed = normalize.phone(raw, "US")
+        except normalize.FieldProblem:
+            assert not phonenumbers.is_valid_number(number), raw
+            continue
+        assert phonenumbers.is_valid_number(number), raw
+        assert parsed.timezones == phonenumbers_zones(parsed.e164), raw
+        assert parsed.country == phonenumbers.region_code_for_number(number), raw
+        compared += 1
+    assert compared > 1000
