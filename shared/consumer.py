@@ -30,7 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 from shared.clock import Clock
 from shared.db import Connection
 from shared.errors import EventError
-from shared.events import Envelope, UnknownEventType, decode
+from shared.events import Envelope, UnknownEventType, decode, decode_if
 from shared.logging import event_context
 from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from shared.retry import Backoff
@@ -179,13 +179,17 @@ class EventConsumer:
         decoded: list[tuple[ConsumerRecord, Envelope]] = []
         for message in messages:
             try:
-                envelope = decode(message.value)
+                envelope = (
+                    decode(message.value)
+                    if self._event_types is None
+                    else decode_if(message.value, self._event_types)
+                )
             except UnknownEventType:
                 continue  # written by a newer producer; not for this consumer
             except EventError as error:
                 await self._dead_letter(message, error)
                 continue
-            if self._event_types is None or envelope.type in self._event_types:
+            if envelope is not None:
                 decoded.append((message, envelope))
         if not decoded:
             return

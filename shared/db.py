@@ -50,6 +50,17 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without the server-side reset query.
+
+    asyncpg resets every released connection with one more round trip
+    (``RESET ALL``, ``UNLISTEN *``, unlock advisory locks…). Pooled connections
+    here never change session state: settings come from ``server_settings``,
+    locks are transaction-scoped, nothing LISTENs. Long-lived session state
+    (the outbox relay's leader lock) uses a connection outside any pool.
+    """
+
+
 async def create_pool(
     dsn: str, *, schema: str, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -59,6 +70,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={
             "search_path": f"{checked_identifier(schema)},public",
             "application_name": f"redial-{schema}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -294,6 +295,23 @@ class UnknownEventType(PoisonEvent):
 
 def decode(raw: bytes) -> Envelope:
     """Parse a structured-mode CloudEvent; raises PoisonEvent on bad input."""
+    return _envelope(_document(raw))
+
+
+def decode_if(raw: bytes, event_types: Collection[str]) -> Envelope | None:
+    """Like :func:`decode`, but ``None`` for a well-formed event of another type.
+
+    A consumer that handles few types skips validating the payloads of all
+    the others; a malformed envelope still raises.
+    """
+    document = _document(raw)
+    if document.get("type") not in event_types:
+        _known_type(document)  # an unknown type still raises UnknownEventType
+        return None
+    return _envelope(document)
+
+
+def _document(raw: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -302,10 +320,19 @@ def decode(raw: bytes) -> Envelope:
         raise PoisonEvent("event is not a JSON object")
     if document.get("specversion") != SPEC_VERSION:
         raise PoisonEvent(f"unsupported specversion {document.get('specversion')!r}")
+    return document
+
+
+def _known_type(document: dict[str, Any]) -> tuple[str, type[EventData]]:
     event_type = document.get("type")
     model = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
-    if model is None:
+    if model is None or not isinstance(event_type, str):
         raise UnknownEventType(f"unknown event type {event_type!r}")
+    return event_type, model
+
+
+def _envelope(document: dict[str, Any]) -> Envelope:
+    event_type, model = _known_type(document)
     try:
         data = model.model_validate(document.get("data"))
         return Envelope(

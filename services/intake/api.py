@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import ValidationError
 
 from services.intake.auth import SIGNATURE_HEADER
@@ -23,7 +23,7 @@ from services.intake.schemas import (
 )
 from services.intake.service import IntakeService
 from shared.errors import MalformedJson, RedialError, ValidationFailed
-from shared.http import validation_errors
+from shared.http import JsonResponse, validation_errors
 
 router = APIRouter(prefix="/v1", tags=["intake"])
 T = TypeVar("T")
@@ -71,7 +71,7 @@ async def post_lead(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     idempotency_key: IdempotencyKey = None,
-) -> LeadAccepted:
+) -> Response:
     """Accept one lead. 202 means it is stored and its event is queued."""
     service = _service(request)
     source = await _rejecting("unknown", service.authenticate(authorization))
@@ -91,7 +91,7 @@ async def post_lead(
             request_hash=_fingerprint(request, body),
         ),
     )
-    return results[0]
+    return _accepted(results[0].model_dump(mode="json"))
 
 
 @router.post(
@@ -105,7 +105,7 @@ async def post_batch(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     idempotency_key: IdempotencyKey = None,
-) -> BatchAccepted:
+) -> Response:
     """Accept up to the batch limit of leads, all or none."""
     service = _service(request)
     source = await _rejecting("unknown", service.authenticate(authorization))
@@ -132,7 +132,7 @@ async def post_batch(
             request_hash=_fingerprint(request, body),
         ),
     )
-    return _batch_response(results)
+    return _accepted(_batch_response(results).model_dump(mode="json"))
 
 
 @router.post(
@@ -146,7 +146,7 @@ async def post_webhook(
     request: Request,
     signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
     idempotency_key: IdempotencyKey = None,
-) -> BatchAccepted:
+) -> Response:
     """A CRM's own payload, signed with the source's webhook secret.
 
     The source's field mapping turns it into leads; then it is a batch.
@@ -175,7 +175,7 @@ async def post_webhook(
             request_hash=_fingerprint(request, body),
         ),
     )
-    return _batch_response(results)
+    return _accepted(_batch_response(results).model_dump(mode="json"))
 
 
 @router.get("/leads/{lead_id}", response_model=LeadOut, responses={404: {}, 401: {}})
@@ -204,6 +204,10 @@ def _batch_response(results: list[LeadAccepted]) -> BatchAccepted:
     return BatchAccepted(
         results=results, accepted=len(results) - duplicates, duplicates=duplicates
     )
+
+
+def _accepted(body: Any) -> Response:
+    return JsonResponse(body, status_code=status.HTTP_202_ACCEPTED)
 
 
 def _fingerprint(request: Request, body: bytes) -> bytes:

@@ -194,44 +194,83 @@ async def leads_by_external_id(
     return {row["external_id"]: (row["id"], row["dnc"]) for row in rows}
 
 
-async def leads_matching(
+async def matches_and_listed(
     connection: Connection,
     phones: list[str],
     emails: list[str],
     since: dt.datetime,
-) -> list[asyncpg.Record]:
-    """Leads since ``since`` with one of the phones or e-mails, oldest first."""
-    if not phones and not emails:
-        return []
-    return await connection.fetch(
+) -> tuple[list[asyncpg.Record], set[str]]:
+    """In one round trip: leads received since ``since`` sharing a phone or an
+    e-mail (oldest first), and which of the phones are on the DNC list."""
+    rows = await connection.fetch(
         f"""
-        SELECT {", ".join(LEAD_COLUMNS)} FROM leads
-        WHERE received_at >= $3
-          AND (phone = ANY($1::text[]) OR email = ANY($2::text[]))
-        ORDER BY received_at, id
+        WITH listed AS (
+            SELECT coalesce(array_agg(phone), '{{}}') AS phones
+            FROM dnc_phones WHERE phone = ANY($1::text[])
+        )
+        SELECT listed.phones AS listed_phones, matched.*
+        FROM listed LEFT JOIN LATERAL (
+            -- leads_phone_received / leads_email_received, OR-ed by a bitmap
+            SELECT {", ".join(LEAD_COLUMNS)} FROM leads
+            WHERE received_at >= $3
+              AND (phone = ANY($1::text[]) OR email = ANY($2::text[]))
+            ORDER BY received_at, id
+        ) matched ON true
         """,
         phones,
         emails,
         since,
     )
+    listed = set(rows[0]["listed_phones"]) if rows else set()
+    return [row for row in rows if row["id"] is not None], listed
 
 
-async def listed_phones(connection: Connection, phones: list[str]) -> set[str]:
-    if not phones:
-        return set()
-    rows = await connection.fetch(
-        "SELECT phone FROM dnc_phones WHERE phone = ANY($1::text[])", phones
+#: SQL array type of each lead column, for inserting through unnest().
+_COLUMN_ARRAY_TYPES = {
+    "id": "uuid[]",
+    "timezones": "text[]",  # sent joined by "\n" and split again: see below
+    "consent_call": "bool[]",
+    "consent_sms": "bool[]",
+    "consent_email": "bool[]",
+    "attributes": "jsonb[]",
+    "dnc": "bool[]",
+    "received_at": "timestamptz[]",
+    "updated_at": "timestamptz[]",
+}
+
+
+def _insert_leads_sql() -> str:
+    arrays = ", ".join(
+        f"${index}::{_COLUMN_ARRAY_TYPES.get(column, 'text[]')}"
+        for index, column in enumerate(LEAD_COLUMNS, start=1)
     )
-    return {row["phone"] for row in rows}
-
-
-async def insert_leads(
-    connection: Connection, records: Sequence[tuple[Any, ...]]
-) -> None:
-    """Bulk insert: rows in :data:`LEAD_COLUMNS` order, through COPY."""
-    await connection.copy_records_to_table(
-        "leads", records=records, columns=LEAD_COLUMNS, schema_name="intake"
+    selected = ", ".join(
+        # unnest() would flatten an array of arrays, so the zones of each lead
+        # travel as one newline-joined string.
+        "string_to_array(timezones, E'\\n')" if column == "timezones" else column
+        for column in LEAD_COLUMNS
     )
+    return (
+        f"INSERT INTO leads ({', '.join(LEAD_COLUMNS)})"
+        f" SELECT {selected} FROM unnest({arrays}) AS new({', '.join(LEAD_COLUMNS)})"
+    )
+
+
+_INSERT_LEADS = _insert_leads_sql()
+
+
+async def insert_leads(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert new leads (dicts keyed by :data:`LEAD_COLUMNS`) in one statement."""
+    if not rows:
+        return
+    columns = [
+        [
+            "\n".join(row[column]) if column == "timezones" else row[column]
+            for row in rows
+        ]
+        for column in LEAD_COLUMNS
+    ]
+    await connection.execute(_INSERT_LEADS, *columns)
 
 
 async def update_lead(

@@ -301,11 +301,15 @@ class IntakeService:
         stored_external = await repository.leads_by_external_id(
             connection, source.name, external_ids
         )
-        listed = await repository.listed_phones(connection, phones)
+        matches, listed = await repository.matches_and_listed(
+            connection, phones, emails, since
+        )
         by_phone: dict[str, _Lead] = {}
         by_email: dict[str, _Lead] = {}
-        for row in await repository.leads_matching(connection, phones, emails, since):
-            stored = _Lead(columns=dict(row), is_new=False)
+        for row in matches:
+            columns = dict(row)
+            del columns["listed_phones"]
+            stored = _Lead(columns=columns, is_new=False)
             # Rows come oldest first: the first match is the original.
             if stored.columns["phone"]:
                 by_phone.setdefault(stored.columns["phone"], stored)
@@ -395,13 +399,7 @@ class IntakeService:
         now: dt.datetime,
     ) -> None:
         new_leads = [d.lead for d in decisions if d.status == "accepted"]
-        await repository.insert_leads(
-            connection,
-            [
-                tuple(lead.columns[name] for name in repository.LEAD_COLUMNS)
-                for lead in new_leads
-            ],
-        )
+        await repository.insert_leads(connection, [lead.columns for lead in new_leads])
         merged_stored = {
             d.lead.id: d.lead
             for d in decisions
