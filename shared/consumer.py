@@ -54,10 +54,19 @@ _RETRIABLE = (
 )
 
 
+#: SQLSTATE classes that describe the server's state, not the event: connection
+#: (08), transaction rollback (40), resources (53), operator intervention (57).
+_RETRIABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+
+
 def is_retriable(error: BaseException) -> bool:
     """True when the failure is the environment's, not the event's."""
     if isinstance(error, EventError):
         return error.retriable
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        if sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES or sqlstate == "55P03":
+            return True
     return isinstance(error, _RETRIABLE)
 
 
@@ -177,6 +186,7 @@ class EventConsumer:
     async def _process(self, messages: Sequence[ConsumerRecord]) -> None:
         """Apply one partition's batch: all in one transaction, else one by one."""
         decoded: list[tuple[ConsumerRecord, Envelope]] = []
+        undecodable: list[tuple[ConsumerRecord, EventError]] = []
         for message in messages:
             try:
                 envelope = (
@@ -187,18 +197,21 @@ class EventConsumer:
             except UnknownEventType:
                 continue  # written by a newer producer; not for this consumer
             except EventError as error:
-                await self._dead_letter(message, error)
+                undecodable.append((message, error))
                 continue
             if envelope is not None:
                 decoded.append((message, envelope))
-        if not decoded:
-            return
-        try:
-            await self._apply([envelope for _, envelope in decoded])
-        except Exception as error:
-            if is_retriable(error):
-                raise
-            await self._apply_one_by_one(decoded)
+        if decoded:
+            try:
+                await self._apply([envelope for _, envelope in decoded])
+            except Exception as error:
+                if is_retriable(error):
+                    raise
+                await self._apply_one_by_one(decoded)
+        # Only once the batch is applied: a retriable failure above re-reads
+        # the partition, and would otherwise dead-letter these again each time.
+        for message, problem in undecodable:
+            await self._dead_letter(message, problem)
 
     async def _apply_one_by_one(
         self, decoded: Sequence[tuple[ConsumerRecord, Envelope]]

@@ -71,9 +71,14 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
+        # Nothing here should wait long: a stuck lock or a hung server shows
+        # up as an error (503 for a request, a retry for a consumer).
+        command_timeout=30,
         server_settings={
             "search_path": f"{checked_identifier(schema)},public",
             "application_name": f"redial-{schema}",
+            "lock_timeout": "10s",
+            "idle_in_transaction_session_timeout": "60s",
         },
     )
     assert pool is not None

@@ -305,7 +305,8 @@ def decode_if(raw: bytes, event_types: Collection[str]) -> Envelope | None:
     the others; a malformed envelope still raises.
     """
     document = _document(raw)
-    if document.get("type") not in event_types:
+    event_type = document.get("type")
+    if not isinstance(event_type, str) or event_type not in event_types:
         _known_type(document)  # an unknown type still raises UnknownEventType
         return None
     return _envelope(document)
@@ -314,7 +315,7 @@ def decode_if(raw: bytes, event_types: Collection[str]) -> Envelope | None:
 def _document(raw: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
+    except (orjson.JSONDecodeError, TypeError) as error:
         raise PoisonEvent(f"event is not JSON: {error}") from error
     if not isinstance(document, dict):
         raise PoisonEvent("event is not a JSON object")
@@ -344,5 +345,5 @@ def _envelope(document: dict[str, Any]) -> Envelope:
             data=data,
             datacontenttype=document.get("datacontenttype", "application/json"),
         )
-    except ValidationError as error:
+    except (ValidationError, TypeError, ValueError) as error:
         raise PoisonEvent(f"invalid {event_type} event: {error}") from error

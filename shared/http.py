@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,12 +26,18 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import PayloadTooLarge, RedialError, ValidationFailed
+from shared.errors import (
+    PayloadTooLarge,
+    RedialError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from shared.logging import request_id_var
 from shared.metrics import HTTP_REQUEST_DURATION
 
 logger = logging.getLogger(__name__)
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
 #: Paths kept out of the latency histogram: probes would drown real traffic.
 _UNMEASURED = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -46,12 +53,20 @@ def problem_response(error: RedialError) -> ProblemResponse:
     return ProblemResponse(error.problem(), status_code=error.status)
 
 
-def validation_errors(errors: Any, *, prefix: str = "") -> list[dict[str, str]]:
-    """Turn pydantic's error list into ``{"field", "message"}`` pairs."""
+def validation_errors(
+    errors: Any, *, prefix: str = "", field_of: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """Turn pydantic's error list into ``{"field", "message"}`` pairs.
+
+    ``field_of`` names the field for model-level errors (which pydantic
+    locates at the model itself) by their error type.
+    """
     named: list[dict[str, str]] = []
     for error in errors:
         location = [str(part) for part in error["loc"] if part not in ("body",)]
-        path = prefix + ".".join(location).replace(".[", "[")
+        if not location and field_of and error["type"] in field_of:
+            location = [field_of[error["type"]]]
+        path = (prefix + ".".join(location)).replace(".[", "[").rstrip(".")
         named.append({"field": path or "body", "message": error["msg"]})
     return named
 
@@ -149,8 +164,11 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id")
-        request_id = incoming.decode()[:64] if incoming else uuid.uuid4().hex
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"")
+        # Kept only if it is a plain token: it goes into logs and headers.
+        request_id = incoming.decode("latin-1")[:64]
+        if not request_id or not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -200,6 +218,22 @@ def build_app(
     async def _redial_error(_: Request, error: RedialError) -> Response:
         return problem_response(error)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> Response:
+        # Still problem JSON with a code: a dependency that is down is a 503
+        # the client may retry; anything else is our bug, logged with its trace.
+        if isinstance(error, _UNAVAILABLE):
+            logger.warning("request.dependency_down error=%r", error)
+            response = problem_response(
+                ServiceUnavailable(
+                    f"a dependency is unavailable: {type(error).__name__}"
+                )
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        logger.error("request.failed", exc_info=error)
+        return problem_response(RedialError("internal error; see the service log"))
+
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, error: RequestValidationError) -> Response:
         return problem_response(ValidationFailed(validation_errors(error.errors())))
@@ -232,6 +266,19 @@ def build_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes, on_refuse=on_body_too_large)
     app.add_middleware(RequestObserver, service=service)
     return app
+
+
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.AdminShutdownError,
+    OSError,
+    TimeoutError,
+)
 
 
 async def _database_status(pool: asyncpg.Pool | None) -> str:

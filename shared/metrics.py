@@ -45,6 +45,11 @@ OUTBOX_PUBLISH_FAILURES = Counter(
     "Publish attempts that failed and will be retried.",
     ["service"],
 )
+OUTBOX_PARKED = Counter(
+    "redial_outbox_parked_total",
+    "Events the broker refused for good (e.g. too large), set aside.",
+    ["service"],
+)
 OUTBOX_LAG = Histogram(
     "redial_outbox_lag_seconds",
     "Time from an event's commit to the broker acknowledging it.",

@@ -3,20 +3,33 @@
 A service never publishes from a request handler. It calls :func:`add_events`
 inside the transaction that changes its state, so either both commit or
 neither does. The :class:`OutboxRelay` runs in the background of every copy of
-the service: one copy at a time holds a PostgreSQL advisory lock and publishes,
-in id order, so one lead's events reach the topic in the order they committed.
-While the broker is down the rows wait; requests are not blocked.
+the service: one copy at a time holds a PostgreSQL advisory lock and publishes
+in id order (the order rows were written; one lead's events are written by
+transactions that follow each other, so they keep their order). While the
+broker is down the rows wait; requests are not blocked.
+
+Known shortcoming: when a send fails part-way, the whole batch is sent again,
+and without an idempotent producer a lead's later event may already have
+landed before its earlier one is re-sent. Consumers skip the copies by event
+id but can see that pair out of order; Apache Kafka deployments turn on
+``KAFKA_IDEMPOTENT_PRODUCER``, which keeps the producer's own retries ordered.
+
+An event the broker refuses for good (over its size limit) is parked
+(``failed_at``, ``failure``) and counted, so it cannot block the events behind
+it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from shared.clock import Clock
 from shared.db import Connection, checked_identifier
@@ -24,6 +37,7 @@ from shared.events import CONTENT_TYPE, Envelope
 from shared.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_LAG,
+    OUTBOX_PARKED,
     OUTBOX_PUBLISH_FAILURES,
     OUTBOX_PUBLISHED,
 )
@@ -37,7 +51,7 @@ async def add_events(
     connection: Connection,
     events: Sequence[Envelope],
     *,
-    now_ts: object,
+    now_ts: dt.datetime,
     topic: str = LEAD_EVENTS_TOPIC,
 ) -> None:
     """Queue ``events`` for publishing, in the caller's open transaction."""
@@ -145,15 +159,18 @@ class OutboxRelay:
             """
             SELECT id, topic, key, payload, created_at
             FROM outbox
-            WHERE published_at IS NULL  -- served by outbox_unpublished
+            WHERE published_at IS NULL AND failed_at IS NULL  -- outbox_unpublished
             ORDER BY id
             LIMIT $1
             """,
             self._batch_size,
         )
         if rows:
-            await self._publish(rows)
+            parked = await self._publish(rows)
             now = self._clock.now()
+            if parked:
+                await self._park(connection, parked, now)
+                rows = [row for row in rows if row["id"] not in parked]
             await connection.execute(
                 "UPDATE outbox SET published_at = $1 WHERE id = ANY($2::bigint[])",
                 now,
@@ -167,19 +184,52 @@ class OutboxRelay:
         await self._purge(connection)
         return len(rows)
 
-    async def _publish(self, rows: Sequence[asyncpg.Record]) -> None:
+    async def _publish(self, rows: Sequence[asyncpg.Record]) -> dict[int, str]:
+        """Send ``rows``; returns the ids the broker can never take, with why."""
         producer = await self._get_producer()
         headers = [("content-type", CONTENT_TYPE.encode())]
-        deliveries = [
-            await producer.send(
-                row["topic"], value=row["payload"], key=row["key"], headers=headers
-            )
-            for row in rows
-        ]
+        deliveries = []
+        parked: dict[int, str] = {}
+        for row in rows:
+            try:
+                deliveries.append(
+                    await producer.send(
+                        row["topic"],
+                        value=row["payload"],
+                        key=row["key"],
+                        headers=headers,
+                    )
+                )
+            except MessageSizeTooLargeError as error:
+                parked[row["id"]] = f"{type(error).__name__}: {error}"
         # Rows are marked published only once every send is acknowledged; a
         # failure part-way re-sends the batch, which consumers deduplicate.
         await asyncio.gather(*deliveries)
         self.broker_ok = True
+        return parked
+
+    async def _park(
+        self, connection: Connection, parked: dict[int, str], now: dt.datetime
+    ) -> None:
+        await connection.execute(
+            """
+            UPDATE outbox SET failed_at = $1, failure = failures.failure
+            FROM unnest($2::bigint[], $3::text[]) AS failures(id, failure)
+            WHERE outbox.id = failures.id
+            """,
+            now,
+            list(parked),
+            list(parked.values()),
+        )
+        OUTBOX_PARKED.labels(self._schema).inc(len(parked))
+        for row_id, failure in parked.items():
+            # Swallowed here, so ERROR: someone has to look at the row.
+            logger.error(
+                "outbox.parked schema=%s id=%s failure=%s",
+                self._schema,
+                row_id,
+                failure,
+            )
 
     async def _leader_connection(self) -> asyncpg.Connection | None:
         if self._connection is None or self._connection.is_closed():
@@ -188,6 +238,12 @@ class OutboxRelay:
                 server_settings={
                     "search_path": f"{self._schema},public",
                     "application_name": f"redial-{self._schema}-outbox",
+                    # The leader lock lives as long as this session; keepalives
+                    # let the server end a session whose client vanished, so
+                    # another copy can take over within a minute, not hours.
+                    "tcp_keepalives_idle": "30",
+                    "tcp_keepalives_interval": "10",
+                    "tcp_keepalives_count": "3",
                 },
             )
             self.is_leader = False
@@ -207,7 +263,8 @@ class OutboxRelay:
             return
         self._last_backlog = self._clock.monotonic()
         backlog = await connection.fetchval(
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            "SELECT count(*) FROM outbox"
+            " WHERE published_at IS NULL AND failed_at IS NULL"
         )
         OUTBOX_BACKLOG.labels(self._schema).set(backlog)
 

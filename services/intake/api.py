@@ -153,9 +153,12 @@ async def post_webhook(
     """
     service = _service(request)
     body = await request.body()
-    source = await _rejecting(
+    source, verified = await _rejecting(
         "unknown", service.authenticate_webhook(source_name, signature, body)
     )
+    # A captured request replayed inside the signature window is answered as
+    # a retry of the first, not stored again.
+    idempotency_key = idempotency_key or f"signature:{verified}"
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -184,10 +187,11 @@ async def get_lead(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
 ) -> LeadOut:
-    """A stored lead, with its current do-not-call flag and duplicate count."""
+    """One of this source's leads, with its current do-not-call flag and how
+    many duplicates of it arrived."""
     service = _service(request)
-    await _rejecting("unknown", service.authenticate(authorization))
-    return await service.get_lead(lead_id)
+    source = await _rejecting("unknown", service.authenticate(authorization))
+    return await service.get_lead(source, lead_id)
 
 
 def _parse(

@@ -48,15 +48,19 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 def verify_signature(
     header: str | None, *, secret: str, body: bytes, now: float, tolerance: int
-) -> None:
-    """Raise 401 unless ``header`` signs ``body`` with ``secret`` recently enough."""
+) -> str:
+    """Raise 401 unless ``header`` signs ``body`` with ``secret`` recently enough.
+
+    Returns the verified ``t.digest``: the same signed request sent again is
+    recognised by it (intake answers a replay as an idempotent retry).
+    """
     if not header:
         raise Unauthorized(f"missing {SIGNATURE_HEADER} header")
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif name == "v1":
             candidates.append(value)
@@ -73,3 +77,4 @@ def verify_signature(
         for candidate in candidates
     ):
         raise Unauthorized("signature does not match the body")
+    return f"{timestamp}.{expected}"

@@ -297,23 +297,39 @@ async def insert_duplicates(
             "duplicates",
             records=rows,
             columns=("lead_id", "source", "matched_on", "action", "received_at"),
-            schema_name="intake",
         )
 
 
 async def lead_with_counts(
-    connection: asyncpg.Connection | asyncpg.Pool, lead_id: uuid.UUID
+    connection: Connection | asyncpg.Pool, lead_id: uuid.UUID, source: str
 ) -> asyncpg.Record | None:
+    """The lead if it belongs to ``source``; ``dnc`` is whether its phone is on
+    the list now (the stored column is what it was on arrival)."""
     return await connection.fetchrow(
         f"""
         SELECT {", ".join(f"l.{column}" for column in LEAD_COLUMNS if column != "dnc")},
-               l.dnc OR EXISTS (SELECT 1 FROM dnc_phones d WHERE d.phone = l.phone)
-                   AS dnc,
+               EXISTS (SELECT 1 FROM dnc_phones d WHERE d.phone = l.phone) AS dnc,
                (SELECT count(*) FROM duplicates u WHERE u.lead_id = l.id)
                    AS duplicates
-        FROM leads l WHERE l.id = $1
+        FROM leads l WHERE l.id = $1 AND l.source = $2
         """,
         lead_id,
+        source,
+    )
+
+
+async def lock_leads(
+    connection: Connection, lead_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Lock stored leads for a merge, in id order, and re-read them."""
+    return await connection.fetch(
+        f"""
+        SELECT {", ".join(LEAD_COLUMNS)} FROM leads
+        WHERE id = ANY($1::uuid[])
+        ORDER BY id
+        FOR UPDATE
+        """,
+        lead_ids,
     )
 
 

@@ -6,7 +6,9 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,8 +23,40 @@ from pydantic_core import PydanticCustomError
 from services.intake import normalize
 from shared.events import Consent
 
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+#: At most this many attributes, and this many bytes of them as JSON: an event
+#: carries them, and a broker refuses messages over about 1 MB.
+ATTRIBUTES_LIMIT = 50
+ATTRIBUTES_MAX_BYTES = 16_384
+
+
+def attributes_too_large(attributes: dict[str, Any]) -> bool:
+    return len(orjson.dumps(attributes)) > ATTRIBUTES_MAX_BYTES
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb cannot hold U+0000; refuse it here as a 422
+    # rather than fail the insert.
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "contains a NUL character")
+    return value
+
+
+def _no_nul_anywhere(value: Any) -> Any:
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(str(key))
+            _no_nul_anywhere(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_anywhere(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+ShortText = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=200)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=100)]
 
 
 class ConsentIn(BaseModel):
@@ -53,12 +87,14 @@ class LeadIn(BaseModel):
     campaign: ShortText | None = None
     first_name: Name | None = None
     last_name: Name | None = None
-    phone: str | None = Field(None, max_length=40, examples=["+1 305 555 0123"])
-    email: str | None = Field(None, max_length=254)
-    postal_code: str | None = Field(None, max_length=16)
-    timezone: str | None = Field(None, max_length=64, examples=["America/New_York"])
+    phone: Text | None = Field(None, max_length=40, examples=["+1 305 555 0123"])
+    email: Text | None = Field(None, max_length=254)
+    postal_code: Text | None = Field(None, max_length=16)
+    timezone: Text | None = Field(None, max_length=64, examples=["America/New_York"])
     consent: ConsentIn = Field(default_factory=ConsentIn)
-    attributes: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, max_length=ATTRIBUTES_LIMIT
+    )
 
     # Derived during validation; not part of the request body.
     _country: str | None = None
@@ -78,6 +114,18 @@ class LeadIn(BaseModel):
             # Keep the parse for _reachable: parsing costs more than the rest.
             info.context.setdefault("phones", {})[parsed.e164] = parsed
         return parsed.e164
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _no_nul_anywhere(value)
+        if attributes_too_large(value):
+            raise PydanticCustomError(
+                "attributes_too_large",
+                "attributes take more than {limit} bytes as JSON",
+                {"limit": ATTRIBUTES_MAX_BYTES},
+            )
+        return value
 
     @field_validator("email")
     @classmethod
@@ -120,7 +168,7 @@ class LeadIn(BaseModel):
             except normalize.FieldProblem as error:
                 raise PydanticCustomError(
                     "invalid_postal_code",
-                    "postal_code: {reason}",
+                    "{reason}",
                     {"reason": str(error)},
                 ) from None
         return self

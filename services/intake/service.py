@@ -26,7 +26,13 @@ from services.intake import repository
 from services.intake.auth import bearer_token, hash_api_key, verify_signature
 from services.intake.mappings import MAPPINGS, MappingProblem
 from services.intake.metrics import LEADS_DUPLICATE, LEADS_RECEIVED
-from services.intake.schemas import LeadAccepted, LeadIn, LeadOut
+from services.intake.schemas import (
+    ATTRIBUTES_LIMIT,
+    LeadAccepted,
+    LeadIn,
+    LeadOut,
+    attributes_too_large,
+)
 from services.intake.settings import IntakeSettings
 from shared.clock import Clock
 from shared.db import Connection
@@ -63,6 +69,8 @@ MERGEABLE = (
     "region",
     "timezone",
 )
+#: The field to name for LeadIn's checks that span several fields.
+MODEL_ERROR_FIELDS = {"missing_contact": "phone", "invalid_postal_code": "postal_code"}
 #: How long a looked-up API key is trusted before it is checked again.
 KEY_CACHE_SECONDS = 30.0
 
@@ -164,20 +172,21 @@ class IntakeService:
 
     async def authenticate_webhook(
         self, source_name: str, signature: str | None, body: bytes
-    ) -> repository.Source:
+    ) -> tuple[repository.Source, str]:
+        """The source and the verified signature (``t.digest``), or 401."""
         source = await repository.source_by_name(self._pool, source_name)
         # Unknown sources and sources without a secret get the same answer,
         # so the endpoint does not reveal which source names exist.
         if source is None or not source.webhook_secret:
             raise Unauthorized("webhook signature cannot be verified for this source")
-        verify_signature(
+        verified = verify_signature(
             signature,
             secret=source.webhook_secret,
             body=body,
             now=self._clock.now().timestamp(),
             tolerance=self._settings.signature_tolerance_seconds,
         )
-        return source
+        return source, verified
 
     # -- validation --------------------------------------------------------
 
@@ -193,7 +202,9 @@ class IntakeService:
             try:
                 lead = LeadIn.model_validate(raw, context=context)
             except ValidationError as error:
-                errors += validation_errors(error.errors(), prefix=where)
+                errors += validation_errors(
+                    error.errors(), prefix=where, field_of=MODEL_ERROR_FIELDS
+                )
                 continue
             if lead.source is not None and lead.source != source.name:
                 raise SourceMismatch(
@@ -240,7 +251,10 @@ class IntakeService:
     ) -> list[LeadAccepted]:
         """Store new leads, resolve duplicates and retries, queue the events."""
         now = self._clock.now()
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with (
+            self._pool.acquire(timeout=10) as connection,
+            connection.transaction(),
+        ):
             await repository.lock_dedup_buckets(
                 connection, _buckets(source.name, leads, idempotency_key)
             )
@@ -304,11 +318,20 @@ class IntakeService:
         matches, listed = await repository.matches_and_listed(
             connection, phones, emails, since
         )
+        if matches and source.duplicate_policy != "ignore":
+            # A merge rewrites the stored lead, and the bucket locks only cover
+            # this request's keys: another request may match the same lead by
+            # its other key. Row locks, taken in id order, make such merges
+            # wait for each other (and re-read) instead of losing an update.
+            locked = await repository.lock_leads(
+                connection, sorted({row["id"] for row in matches})
+            )
+            matches = sorted(locked, key=lambda row: (row["received_at"], row["id"]))
         by_phone: dict[str, _Lead] = {}
         by_email: dict[str, _Lead] = {}
         for row in matches:
             columns = dict(row)
-            del columns["listed_phones"]
+            columns.pop("listed_phones", None)
             stored = _Lead(columns=columns, is_new=False)
             # Rows come oldest first: the first match is the original.
             if stored.columns["phone"]:
@@ -331,7 +354,9 @@ class IntakeService:
             original, matched_on = _original_of(lead, by_phone, by_email)
             if original is not None and matched_on is not None:
                 decisions.append(
-                    self._merge(original, lead, matched_on, source.duplicate_policy)
+                    self._merge(
+                        original, lead, matched_on, source.duplicate_policy, listed
+                    )
                 )
             else:
                 new = _Lead(
@@ -353,13 +378,22 @@ class IntakeService:
         lead: LeadIn,
         matched_on: Literal["phone", "email"],
         policy: str,
+        listed: set[str],
     ) -> _Decision:
         if policy == "ignore":
             return _Decision(original, "duplicate", matched_on, "ignored")
         overwrite = policy == "merge_overwrite"
         incoming = _new_columns(
-            lead, original.columns["source"], None, self._settings.default_region, set()
+            lead,
+            original.columns["source"],
+            None,
+            self._settings.default_region,
+            listed,
         )
+        if lead.phone is None:
+            # Without a phone the country is only the default region: it says
+            # nothing about this lead and must not overwrite a known one.
+            incoming["country"] = None
         merged: list[str] = []
         for name in MERGEABLE:
             value = incoming[name]
@@ -369,15 +403,26 @@ class IntakeService:
             if current is None or overwrite:
                 original.columns[name] = value
                 merged.append(name)
-        if "timezone" in merged:
+        if "timezone" in merged or "phone" in merged:
             original.columns["timezones"] = incoming["timezones"]
+            original.changed.add("timezones")
+        if "phone" in merged and incoming["dnc"] and not original.columns["dnc"]:
+            original.columns["dnc"] = True
+            original.changed.add("dnc")
         attributes = dict(original.columns["attributes"])
         for key, value in incoming["attributes"].items():
+            if len(attributes) >= ATTRIBUTES_LIMIT and key not in attributes:
+                break  # the stored lead keeps at most as many as one request
             if key not in attributes or (overwrite and attributes[key] != value):
                 attributes[key] = value
                 merged.append(f"attributes.{key}")
+        if attributes_too_large(attributes):
+            attributes = original.columns["attributes"]
+            merged = [name for name in merged if not name.startswith("attributes.")]
         original.columns["attributes"] = attributes
-        if overwrite:
+        # Consent changes only when the copy states it: a default must not turn
+        # a refusal into a yes.
+        if overwrite and "consent" in lead.model_fields_set:
             for name in ("consent_call", "consent_sms", "consent_email"):
                 if original.columns[name] != incoming[name]:
                     original.columns[name] = incoming[name]
@@ -458,10 +503,12 @@ class IntakeService:
 
     # -- reads -------------------------------------------------------------
 
-    async def get_lead(self, lead_id: uuid.UUID) -> LeadOut:
-        row = await repository.lead_with_counts(self._pool, lead_id)
+    async def get_lead(self, source: repository.Source, lead_id: uuid.UUID) -> LeadOut:
+        """A lead of ``source``; another source's lead is answered like a
+        missing one, so ids learned from duplicate answers reveal nothing."""
+        row = await repository.lead_with_counts(self._pool, lead_id, source.name)
         if row is None:
-            raise NotFound(f"no lead {lead_id}")
+            raise NotFound(f"no lead {lead_id} for source {source.name}")
         lead = _Lead(columns=dict(row), is_new=False)
         snapshot = lead.snapshot()
         return LeadOut(

@@ -72,8 +72,8 @@ async def test_batch_is_accepted_whole(
         ({"email": "not-an-address"}, "email"),
         ({"email": "ada@"}, "email"),
         ({"phone": "+13055550123", "timezone": "Mars/Olympus"}, "timezone"),
-        ({"phone": "+13055550123", "postal_code": "ABCDE"}, "body"),
-        ({"first_name": "Ada"}, "body"),
+        ({"phone": "+13055550123", "postal_code": "ABCDE"}, "postal_code"),
+        ({"first_name": "Ada"}, "phone"),
         ({"phone": "+13055550123", "consent": {"call": "yes"}}, "consent.call"),
         ({"phone": "+13055550123", "favourite_colour": "blue"}, "favourite_colour"),
         ({"phone": "+13055550123", "first_name": "x" * 101}, "first_name"),
@@ -441,3 +441,155 @@ async def test_received_counter_counts_new_leads(
     )
 
     assert LEADS_RECEIVED.labels(source.name)._value.get() == 3
+
+
+# -- regressions from review -----------------------------------------------------
+
+
+async def test_nul_character_is_a_422_not_a_500(
+    http: httpx.AsyncClient, source: Source, db: asyncpg.Connection
+) -> None:
+    """Regression: PostgreSQL cannot store U+0000; it failed the insert (500)."""
+    answer = await http.post(
+        "/v1/leads/batch",
+        headers=source.auth,
+        json={
+            "leads": [
+                {"phone": unique_phone(), "first_name": "A\u0000da"},
+                {"phone": unique_phone(), "attributes": {"note": "x\u0000"}},
+            ]
+        },
+    )
+
+    assert answer.status_code == 422
+    fields = [error["field"] for error in answer.json()["errors"]]
+    assert fields == ["leads[0].first_name", "leads[1].attributes"]
+    assert await count_leads(db, source) == 0
+
+
+async def test_attributes_too_large_for_an_event_are_refused(
+    http: httpx.AsyncClient, source: Source
+) -> None:
+    answer = await http.post(
+        "/v1/leads",
+        headers=source.auth,
+        json={"phone": unique_phone(), "attributes": {"notes": "x" * 20_000}},
+    )
+
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["field"] == "attributes"
+
+
+async def test_request_id_that_is_not_a_token_is_replaced(
+    http: httpx.AsyncClient,
+) -> None:
+    """Regression: a non-UTF-8 X-Request-Id made every route answer 500."""
+    answer = await http.get("/healthz", headers={b"X-Request-Id": b"\xff\xfe"})
+
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"].isalnum()
+
+
+async def test_other_sources_lead_is_404(
+    http: httpx.AsyncClient,
+    source: Source,
+    db: asyncpg.Connection,
+    intake: Server,
+    clock: ManualClock,
+) -> None:
+    """Regression: any source's key could read any lead, and a duplicate's
+    answer hands a vendor the id of another vendor's lead."""
+    phone = unique_phone()
+    first = await http.post("/v1/leads", headers=source.auth, json={"phone": phone})
+    other = await make_source(db, intake, clock)
+    duplicate = await http.post("/v1/leads", headers=other.auth, json={"phone": phone})
+    assert duplicate.json()["lead_id"] == first.json()["lead_id"]
+
+    answer = await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=other.auth)
+
+    assert answer.status_code == 404
+
+
+async def test_merge_keeps_a_refusal_when_the_copy_says_nothing_of_consent(
+    http: httpx.AsyncClient, db: asyncpg.Connection, intake: Server, clock: ManualClock
+) -> None:
+    """Regression: a copy without consent overwrote call=False with the default."""
+    source = await make_source(db, intake, clock, duplicate_policy="merge_overwrite")
+    phone = unique_phone()
+    first = await http.post(
+        "/v1/leads",
+        headers=source.auth,
+        json={"phone": phone, "consent": {"call": False, "sms": False, "email": False}},
+    )
+
+    await http.post(
+        "/v1/leads", headers=source.auth, json={"phone": phone, "last_name": "X"}
+    )
+
+    stored = (
+        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
+    ).json()
+    assert stored["consent"]["call"] is False
+    assert stored["last_name"] == "X"
+
+
+async def test_merged_phone_brings_its_zones_and_dnc_flag(
+    http: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    intake: Server,
+    clock: ManualClock,
+) -> None:
+    """Regression: a merged phone's zones were not saved and its DNC listing
+    was ignored."""
+    source = await make_source(db, intake, clock, duplicate_policy="merge_fill")
+    email = unique_email()
+    phone = unique_phone()
+    await db.execute(
+        "INSERT INTO dnc_phones (phone, listed_at) VALUES ($1, $2)", phone, clock.now()
+    )
+    first = await http.post("/v1/leads", headers=source.auth, json={"email": email})
+
+    again = await http.post(
+        "/v1/leads", headers=source.auth, json={"email": email, "phone": phone}
+    )
+
+    assert again.json()["dnc"] is True
+    row = await db.fetchrow(
+        "SELECT phone, timezones, dnc FROM leads WHERE id = $1",
+        uuid.UUID(first.json()["lead_id"]),
+    )
+    assert row is not None
+    assert row["phone"] == phone
+    assert row["timezones"] != []
+    assert row["dnc"] is True
+
+
+async def test_concurrent_merges_into_one_lead_lose_nothing(
+    http: httpx.AsyncClient, db: asyncpg.Connection, intake: Server, clock: ManualClock
+) -> None:
+    """Regression: copies matching one lead by phone and by email merged in
+    parallel, and the later UPDATE dropped the earlier one's attributes."""
+    source = await make_source(db, intake, clock, duplicate_policy="merge_fill")
+    phone, email = unique_phone(), unique_email()
+    first = await http.post(
+        "/v1/leads", headers=source.auth, json={"phone": phone, "email": email}
+    )
+
+    await asyncio.gather(
+        *(
+            http.post(
+                "/v1/leads",
+                headers=source.auth,
+                json={
+                    ("phone" if index % 2 else "email"): phone if index % 2 else email,
+                    "attributes": {f"key{index}": index},
+                },
+            )
+            for index in range(10)
+        )
+    )
+
+    stored = (
+        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
+    ).json()
+    assert stored["attributes"] == {f"key{index}": index for index in range(10)}

@@ -207,3 +207,11 @@ def test_new_webhook_secrets_differ() -> None:
 
     assert len(secrets) == 20
     assert all(secret.startswith("whsec_") for secret in secrets)
+
+
+@pytest.mark.parametrize("timestamp", ["\u00b2", "1" * 5000])
+def test_timestamp_that_int_refuses_is_unauthorized(timestamp: str) -> None:
+    """Regression: "²" passes isdigit() but not int(), and a 5 000-digit
+    number exceeds int()'s limit: both were a 500 on an unauthenticated route."""
+    with pytest.raises(Unauthorized):
+        verify(f"t={timestamp},v1=abc")

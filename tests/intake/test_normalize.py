@@ -352,9 +352,7 @@ def test_bad_us_zip_of_a_lead_is_refused() -> None:
     [error] = lead_errors({"email": "a@example.org", "postal_code": "9410"})
 
     assert error["type"] == "invalid_postal_code"
-    assert error["msg"] == (
-        "postal_code: not a US ZIP code (expected 12345 or 12345-6789)"
-    )
+    assert error["msg"] == ("not a US ZIP code (expected 12345 or 12345-6789)")
 
 
 def test_postal_code_is_checked_for_the_country_of_the_phone() -> None:

@@ -248,3 +248,27 @@ async def test_signed_but_malformed_json_is_400(
 
     assert answer.status_code == 400
     assert await leads_of(db, source) == []
+
+
+async def test_replayed_webhook_is_answered_as_a_retry(
+    http: httpx.AsyncClient, db: asyncpg.Connection, source: Source
+) -> None:
+    """Regression: the same signed request sent again inside the window was
+    stored again as a duplicate, with another event."""
+    payload = body({"phone": unique_phone()})
+    headers = source.signed(payload)
+
+    first = await http.post(
+        f"/v1/webhooks/{source.name}", content=payload, headers=headers
+    )
+    replay = await http.post(
+        f"/v1/webhooks/{source.name}", content=payload, headers=headers
+    )
+
+    assert replay.json() == first.json()
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM duplicates WHERE source = $1", source.name
+        )
+        == 0
+    )

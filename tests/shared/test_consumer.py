@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.clock import ManualClock
-from shared.consumer import EventConsumer
+from shared.consumer import EventConsumer, is_retriable
 from shared.db import Connection, create_pool
 from shared.errors import PoisonEvent, TransientEventError
 from shared.events import DncUpdated, Envelope, new_event
@@ -227,3 +227,26 @@ async def test_rebalance_in_the_middle_loses_and_doubles_nothing(
     applied = [event_id for event_id, _ in await harness.applied()]
     assert len(applied) == 600
     assert set(applied) == {event.id for event in events}
+
+
+@pytest.mark.parametrize(
+    ("error", "retriable"),
+    [
+        (asyncpg.exceptions.AdminShutdownError("terminating"), True),
+        (asyncpg.exceptions.QueryCanceledError("statement timeout"), True),
+        (asyncpg.exceptions.LockNotAvailableError("lock timeout"), True),
+        (asyncpg.exceptions.OutOfMemoryError("oom"), True),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), True),
+        (asyncpg.exceptions.UniqueViolationError("dup"), False),
+        (asyncpg.exceptions.NotNullViolationError("null"), False),
+        (PoisonEvent("bad"), False),
+        (TransientEventError("later"), True),
+        (ValueError("bug"), False),
+    ],
+)
+def test_failures_are_sorted_by_who_is_at_fault(
+    error: BaseException, retriable: bool
+) -> None:
+    """Regression: a server shutdown or timeout counted as the event's fault,
+    so a failover sent real events to the dead-letter topic."""
+    assert is_retriable(error) is retriable

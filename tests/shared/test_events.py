@@ -28,6 +28,7 @@ from shared.events import (
     NurtureJob,
     UnknownEventType,
     decode,
+    decode_if,
     new_event,
 )
 
@@ -273,3 +274,21 @@ def test_poison_is_never_retried() -> None:
         decode(b"not json")
 
     assert caught.value.retriable is False
+
+
+@pytest.mark.parametrize("event_type", [["lead.received.v1"], {"a": 1}, 7])
+def test_decode_if_refuses_a_type_that_is_no_string(event_type: object) -> None:
+    """Regression: an unhashable type raised TypeError, which stopped the
+    consumer instead of dead-lettering the event."""
+    raw = orjson.dumps({"specversion": "1.0", "type": event_type, "data": {}})
+
+    with pytest.raises(PoisonEvent):
+        decode_if(raw, {"dnc.updated.v1"})
+
+
+def test_decode_if_skips_other_types_without_validating_them() -> None:
+    raw = orjson.dumps(
+        {"specversion": "1.0", "type": "lead.received.v1", "data": {"nonsense": 1}}
+    )
+
+    assert decode_if(raw, {"dnc.updated.v1"}) is None

@@ -128,3 +128,37 @@ async def test_leadership_passes_on_when_the_leader_stops(outbox: Outbox) -> Non
 
     assert len(published) == 2
     assert second.is_leader
+
+
+async def test_event_the_broker_refuses_is_parked_and_the_rest_flow(
+    outbox: Outbox,
+) -> None:
+    """Regression: an event over the broker's size limit failed every pass and
+    held back every event written after it."""
+    huge = new_event(
+        DncUpdated(
+            phone="+1" + "5" * 1_100_000, listed=True, updated_at=outbox.clock.now()
+        ),
+        source="test",
+        subject="lead-big",
+        time=outbox.clock.now(),
+    )
+    after = outbox.event("lead-small", 1)
+    await outbox.commit([huge, after])
+
+    async with running(outbox.relay().run()):
+        published = await outbox.published(1)
+
+    assert [event.id for event in published] == [after.id]
+    connection = await asyncpg.connect(
+        outbox.stack.dsn, server_settings={"search_path": outbox.schema}
+    )
+    try:
+        parked = await connection.fetchrow(
+            "SELECT failure FROM outbox WHERE event_id = $1 AND failed_at IS NOT NULL",
+            huge.id,
+        )
+    finally:
+        await connection.close()
+    assert parked is not None
+    assert "MessageSizeTooLarge" in parked["failure"]
