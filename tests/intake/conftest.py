@@ -6,6 +6,7 @@ import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
@@ -107,6 +108,16 @@ async def source(db: asyncpg.Connection, intake: Server, clock: ManualClock) -> 
 async def http(intake: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=intake.url, timeout=10) as client:
         yield client
+
+
+async def stored_lead(
+    http: httpx.AsyncClient, source: Source, lead_id: str
+) -> dict[str, Any]:
+    """The lead as ``GET /v1/leads/{id}`` shows it to ``source``."""
+    answer = await http.get(f"/v1/leads/{lead_id}", headers=source.auth)
+    assert answer.status_code == 200, answer.text
+    document: dict[str, Any] = answer.json()
+    return document
 
 
 def body(document: object) -> bytes:

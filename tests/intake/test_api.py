@@ -13,7 +13,7 @@ import pytest
 from services.intake.metrics import LEADS_DUPLICATE, LEADS_RECEIVED, LEADS_REJECTED
 from shared.clock import ManualClock
 from tests.conftest import Server, Stack, unique_email, unique_phone
-from tests.intake.conftest import Source, body, days, make_source
+from tests.intake.conftest import Source, body, days, make_source, stored_lead
 from tests.kafka_reader import events_about
 
 
@@ -36,7 +36,7 @@ async def test_posted_lead_is_stored_and_published(
     assert answer.status_code == 202, answer.text
     lead_id = answer.json()["lead_id"]
     assert answer.json()["status"] == "accepted"
-    stored = (await http.get(f"/v1/leads/{lead_id}", headers=source.auth)).json()
+    stored = await stored_lead(http, source, lead_id)
     assert stored["phone"] == phone
     assert stored["timezone"] == "America/New_York"
     assert stored["region"] == "FL"
@@ -318,9 +318,9 @@ async def test_same_phone_is_a_duplicate_with_event_and_count(
     events = await events_about(stack.bootstrap, {first.json()["lead_id"]}, count=2)
     assert [event.type for event in events] == ["lead.received.v1", "lead.duplicate.v1"]
     assert events[1].data.matched_on == "phone"  # type: ignore[attr-defined]
-    stored = await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
-    assert stored.json()["first_name"] is None  # ignored, not merged
-    assert stored.json()["duplicates"] == 1
+    stored = await stored_lead(http, source, first.json()["lead_id"])
+    assert stored["first_name"] is None  # ignored, not merged
+    assert stored["duplicates"] == 1
 
 
 async def test_same_email_in_other_case_is_a_duplicate(
@@ -382,9 +382,7 @@ async def test_merge_fill_fills_blanks_only(
     )
 
     assert again.json()["duplicate_action"] == "merged"
-    stored = (
-        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
-    ).json()
+    stored = await stored_lead(http, source, first.json()["lead_id"])
     assert (stored["first_name"], stored["last_name"]) == ("Ada", "King")
 
 
@@ -409,7 +407,7 @@ async def test_merge_overwrite_takes_the_newer_values(
 
     assert again.json()["duplicate_action"] == "merged"
     lead_id = first.json()["lead_id"]
-    stored = (await http.get(f"/v1/leads/{lead_id}", headers=source.auth)).json()
+    stored = await stored_lead(http, source, lead_id)
     assert stored["first_name"] == "Augusta"
     assert stored["consent"]["email"] is True
     events = await events_about(stack.bootstrap, {lead_id}, count=2)
@@ -526,9 +524,7 @@ async def test_merge_keeps_a_refusal_when_the_copy_says_nothing_of_consent(
         "/v1/leads", headers=source.auth, json={"phone": phone, "last_name": "X"}
     )
 
-    stored = (
-        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
-    ).json()
+    stored = await stored_lead(http, source, first.json()["lead_id"])
     assert stored["consent"]["call"] is False
     assert stored["last_name"] == "X"
 
@@ -589,7 +585,5 @@ async def test_concurrent_merges_into_one_lead_lose_nothing(
         )
     )
 
-    stored = (
-        await http.get(f"/v1/leads/{first.json()['lead_id']}", headers=source.auth)
-    ).json()
+    stored = await stored_lead(http, source, first.json()["lead_id"])
     assert stored["attributes"] == {f"key{index}": index for index in range(10)}
