@@ -210,10 +210,16 @@ async def matches_and_listed(
         )
         SELECT listed.phones AS listed_phones, matched.*
         FROM listed LEFT JOIN LATERAL (
-            -- leads_phone_received / leads_email_received, OR-ed by a bitmap
+            -- One arm per index (leads_phone_received, leads_email_received):
+            -- written as an OR, a batch's long lists get a sequential scan.
             SELECT {", ".join(LEAD_COLUMNS)} FROM leads
-            WHERE received_at >= $3
-              AND (phone = ANY($1::text[]) OR email = ANY($2::text[]))
+            WHERE id IN (
+                SELECT id FROM leads
+                WHERE phone = ANY($1::text[]) AND received_at >= $3
+                UNION ALL
+                SELECT id FROM leads
+                WHERE email = ANY($2::text[]) AND received_at >= $3
+            )
             ORDER BY received_at, id
         ) matched ON true
         """,
