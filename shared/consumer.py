@@ -28,7 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from shared.clock import Clock
-from shared.db import Connection
+from shared.db import Connection, is_transient
 from shared.errors import EventError
 from shared.events import Envelope, UnknownEventType, decode, decode_if
 from shared.logging import event_context
@@ -41,33 +41,12 @@ logger = logging.getLogger(__name__)
 #: Applies events inside the caller's transaction; must not commit it.
 BatchHandler = Callable[[Connection, Sequence[Envelope]], Awaitable[None]]
 
-_RETRIABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
-
-
-#: SQLSTATE classes that describe the server's state, not the event: connection
-#: (08), transaction rollback (40), resources (53), operator intervention (57).
-_RETRIABLE_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
-
 
 def is_retriable(error: BaseException) -> bool:
     """True when the failure is the environment's, not the event's."""
     if isinstance(error, EventError):
         return error.retriable
-    if isinstance(error, asyncpg.PostgresError):
-        sqlstate = getattr(error, "sqlstate", None) or ""
-        if sqlstate[:2] in _RETRIABLE_SQLSTATE_CLASSES or sqlstate == "55P03":
-            return True
-    return isinstance(error, _RETRIABLE)
+    return isinstance(error, KafkaError) or is_transient(error)
 
 
 class EventConsumer:

@@ -32,6 +32,30 @@ def _decode_jsonb(payload: bytes) -> object:
     return orjson.loads(payload[1:])
 
 
+#: SQLSTATE classes that describe the server's state rather than the request:
+#: connection (08), transaction rollback (40: serialization, deadlock),
+#: insufficient resources (53), operator intervention (57: shutdown, cancel).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+#: Lock not available (lock_timeout), and "not in prerequisite state", which
+#: is what a database refusing connections answers.
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "55000"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a database failure says "try again later", not "never"."""
+    # OSError covers TimeoutError and refused or reset sockets.
+    connection_trouble = asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+    if isinstance(error, connection_trouble | OSError):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        return (
+            sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+            or sqlstate in _TRANSIENT_SQLSTATES
+        )
+    return False
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     # Binary codecs, so that COPY (always binary in asyncpg) works with JSON.
     await connection.set_type_codec(

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.db import is_transient
 from shared.errors import (
     PayloadTooLarge,
     RedialError,
@@ -222,7 +223,7 @@ def build_app(
     async def _unexpected(_: Request, error: Exception) -> Response:
         # Still problem JSON with a code: a dependency that is down is a 503
         # the client may retry; anything else is our bug, logged with its trace.
-        if isinstance(error, _UNAVAILABLE):
+        if is_transient(error):
             logger.warning("request.dependency_down error=%r", error)
             response = problem_response(
                 ServiceUnavailable(
@@ -266,19 +267,6 @@ def build_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes, on_refuse=on_body_too_large)
     app.add_middleware(RequestObserver, service=service)
     return app
-
-
-_UNAVAILABLE = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.LockNotAvailableError,
-    asyncpg.exceptions.QueryCanceledError,
-    asyncpg.exceptions.AdminShutdownError,
-    OSError,
-    TimeoutError,
-)
 
 
 async def _database_status(pool: asyncpg.Pool | None) -> str:

@@ -139,3 +139,59 @@ async def test_phone_put_on_the_dnc_list_is_flagged_at_intake(
     finally:
         await producer.stop()
         await db.close()
+
+
+async def test_database_down_is_a_503_problem_then_recovers(
+    stack: Stack, scratch_database: str, clock: ManualClock
+) -> None:
+    """With PostgreSQL refusing connections, requests get problem JSON with a
+    503 and Retry-After (not a bare 500), readiness says so, and the service
+    recovers by itself when the database is back."""
+    settings = intake_settings(stack, database_url=scratch_database)
+    server = Server(create_app(settings, clock, configure_logging=False))
+    await server.start()
+    name = scratch_database.partition("?")[0].rpartition("/")[2]
+    admin = await asyncpg.connect(stack.admin_dsn)
+    try:
+        db = await connect(scratch_database, server_settings={"search_path": "intake"})
+        source = await make_source(db, server, clock)
+        await db.close()
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            down = await http.post(
+                "/v1/leads", headers=source.auth, json={"phone": unique_phone()}
+            )
+            ready = await http.get("/readyz")
+            await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            back = await _first_accepted(http, source.auth)
+
+        assert down.status_code == 503, down.text
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["code"] == "service_unavailable"
+        assert down.headers["retry-after"] == "1"
+        assert ready.status_code == 503
+        assert back.status_code == 202
+    finally:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await admin.close()
+        await server.stop()
+
+
+async def _first_accepted(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> httpx.Response:
+    """Posts until one is accepted: the pool replaces its dead connections."""
+    async with asyncio.timeout(20):
+        while True:
+            answer = await http.post(
+                "/v1/leads", headers=headers, json={"phone": unique_phone()}
+            )
+            if answer.status_code != 503:
+                return answer
+            await asyncio.sleep(0.1)
