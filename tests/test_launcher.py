@@ -98,3 +98,33 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+async def test_launcher_refuses_a_taken_broker_port(tmp_path: Path) -> None:
+    """Regression: with 9092 taken, the launcher took the other program for
+    its broker and went on against it."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+        }
+        env |= {
+            "REDIAL_DATA_DIR": str(tmp_path / "data"),
+            "REDIAL_BROKER_PORT": str(port),
+        }
+        finished = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "shared.launcher", "run"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert finished.returncode == 2
+    assert f"port {port} for the broker is already in use" in finished.stderr

@@ -34,6 +34,7 @@ from shared.kafka import read_from_start
 from shared.launcher.stack import (
     SERVICE_PORTS,
     Broker,
+    PortInUse,
     Postgres,
     ServiceProcess,
     ensure_database,
@@ -82,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = ServiceSettings().kafka_bootstrap_servers
         asyncio.run(_tail(bootstrap, arguments.topic, follow=arguments.follow))
         return 0
-    return _run(arguments.data_dir.resolve())
+    try:
+        return _run(arguments.data_dir.resolve())
+    except PortInUse as error:
+        print(f"cannot start the stack: {error}", file=sys.stderr)
+        return 2
 
 
 async def _tail(bootstrap: str, topic: str, *, follow: bool) -> None:

