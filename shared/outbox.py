@@ -47,6 +47,38 @@ from shared.settings import LEAD_EVENTS_TOPIC
 logger = logging.getLogger(__name__)
 
 
+def outbox_insert(first_parameter: int) -> tuple[str, int]:
+    """The outbox INSERT with parameters numbered from ``$first_parameter``.
+
+    For a caller that writes its own rows in the same statement (as a
+    data-modifying CTE), saving a round trip; returns the SQL and how many
+    parameters it takes. :func:`outbox_arguments` gives their values.
+    """
+    first = first_parameter
+    sql = f"""
+        INSERT INTO outbox (event_id, topic, key, payload, created_at)
+        SELECT event_id, ${first}, key, payload, ${first + 1}
+        FROM unnest(${first + 2}::uuid[], ${first + 3}::bytea[], ${first + 4}::bytea[])
+            AS pending(event_id, key, payload)
+    """
+    return sql, 5
+
+
+def outbox_arguments(
+    events: Sequence[Envelope], *, now_ts: dt.datetime, topic: str = LEAD_EVENTS_TOPIC
+) -> list[object]:
+    return [
+        topic,
+        now_ts,
+        [event.id for event in events],
+        [event.key for event in events],
+        [event.to_json() for event in events],
+    ]
+
+
+_OUTBOX_INSERT, _ = outbox_insert(1)
+
+
 async def add_events(
     connection: Connection,
     events: Sequence[Envelope],
@@ -58,17 +90,7 @@ async def add_events(
     if not events:
         return
     await connection.execute(
-        """
-        INSERT INTO outbox (event_id, topic, key, payload, created_at)
-        SELECT event_id, $1, key, payload, $2
-        FROM unnest($3::uuid[], $4::bytea[], $5::bytea[])
-            AS pending(event_id, key, payload)
-        """,
-        topic,
-        now_ts,
-        [event.id for event in events],
-        [event.key for event in events],
-        [event.to_json() for event in events],
+        _OUTBOX_INSERT, *outbox_arguments(events, now_ts=now_ts, topic=topic)
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 
 from shared.db import Connection
+from shared.events import Envelope
+from shared.outbox import outbox_arguments, outbox_insert
 
 #: Advisory-lock class for dedup buckets (the first key of the two-key form).
 DEDUP_LOCK_CLASS = 7301
@@ -256,18 +258,31 @@ def _insert_leads_sql() -> str:
         "string_to_array(timezones, E'\\n')" if column == "timezones" else column
         for column in LEAD_COLUMNS
     )
-    return (
-        f"INSERT INTO leads ({', '.join(LEAD_COLUMNS)})"
-        f" SELECT {selected} FROM unnest({arrays}) AS new({', '.join(LEAD_COLUMNS)})"
-    )
+    outbox, _ = outbox_insert(len(LEAD_COLUMNS) + 1)
+    # Leads and their events in one statement: one round trip fewer for
+    # every request (both data-modifying parts always run to completion).
+    return f"""
+        WITH new_leads AS (
+            INSERT INTO leads ({", ".join(LEAD_COLUMNS)})
+            SELECT {selected}
+            FROM unnest({arrays}) AS new({", ".join(LEAD_COLUMNS)})
+        ), queued AS ({outbox})
+        SELECT 1
+    """
 
 
-_INSERT_LEADS = _insert_leads_sql()
+_INSERT_LEADS_AND_EVENTS = _insert_leads_sql()
 
 
-async def insert_leads(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert new leads (dicts keyed by :data:`LEAD_COLUMNS`) in one statement."""
-    if not rows:
+async def insert_leads_and_events(
+    connection: Connection,
+    rows: Sequence[dict[str, Any]],
+    events: Sequence[Envelope],
+    now: dt.datetime,
+) -> None:
+    """Insert new leads (dicts keyed by :data:`LEAD_COLUMNS`) and queue
+    ``events`` in the outbox, in one statement."""
+    if not rows and not events:
         return
     columns = [
         [
@@ -276,7 +291,9 @@ async def insert_leads(connection: Connection, rows: Sequence[dict[str, Any]]) -
         ]
         for column in LEAD_COLUMNS
     ]
-    await connection.execute(_INSERT_LEADS, *columns)
+    await connection.execute(
+        _INSERT_LEADS_AND_EVENTS, *columns, *outbox_arguments(events, now_ts=now)
+    )
 
 
 async def update_lead(

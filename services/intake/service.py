@@ -49,7 +49,6 @@ from shared.events import (
     new_event,
 )
 from shared.http import validation_errors
-from shared.outbox import add_events
 
 logger = logging.getLogger(__name__)
 
@@ -443,22 +442,6 @@ class IntakeService:
         decisions: Sequence[_Decision],
         now: dt.datetime,
     ) -> None:
-        new_leads = [d.lead for d in decisions if d.status == "accepted"]
-        await repository.insert_leads(connection, [lead.columns for lead in new_leads])
-        merged_stored = {
-            d.lead.id: d.lead
-            for d in decisions
-            if d.status == "duplicate" and d.lead.changed and not d.lead.is_new
-        }
-        for lead in merged_stored.values():
-            changes = {name: lead.columns[name] for name in sorted(lead.changed)}
-            changes["updated_at"] = now
-            await repository.update_lead(connection, lead.id, changes)
-        duplicates = [d for d in decisions if d.status == "duplicate"]
-        await repository.insert_duplicates(
-            connection,
-            [(d.lead.id, source.name, d.matched_on, d.action, now) for d in duplicates],
-        )
         events: list[Envelope] = []
         for decision in decisions:
             data: EventData
@@ -485,7 +468,22 @@ class IntakeService:
                     data, source=EVENT_SOURCE, subject=str(decision.lead.id), time=now
                 )
             )
-        await add_events(connection, events, now_ts=now)
+        new_leads = [d.lead.columns for d in decisions if d.status == "accepted"]
+        await repository.insert_leads_and_events(connection, new_leads, events, now)
+        merged_stored = {
+            d.lead.id: d.lead
+            for d in decisions
+            if d.status == "duplicate" and d.lead.changed and not d.lead.is_new
+        }
+        for lead in merged_stored.values():
+            changes = {name: lead.columns[name] for name in sorted(lead.changed)}
+            changes["updated_at"] = now
+            await repository.update_lead(connection, lead.id, changes)
+        duplicates = [d for d in decisions if d.status == "duplicate"]
+        await repository.insert_duplicates(
+            connection,
+            [(d.lead.id, source.name, d.matched_on, d.action, now) for d in duplicates],
+        )
 
     def _count(self, source: str, decisions: Sequence[_Decision]) -> None:
         accepted = sum(1 for d in decisions if d.status == "accepted")
