@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
@@ -161,12 +160,13 @@ class IntakeService:
         """The source an API key belongs to, or 401."""
         key_hash = hash_api_key(bearer_token(authorization))
         cached = self._key_cache.get(key_hash)
-        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_SECONDS:
+        now = self._clock.monotonic()
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
         source = await repository.source_by_key_hash(self._pool, key_hash)
         if source is None:
             raise Unauthorized("API key is not valid")
-        self._key_cache[key_hash] = (time.monotonic(), source)
+        self._key_cache[key_hash] = (now, source)
         return source
 
     async def authenticate_webhook(
