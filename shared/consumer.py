@@ -30,7 +30,8 @@ from aiokafka.structs import OffsetAndMetadata
 from shared.clock import Clock
 from shared.db import Connection, is_transient
 from shared.errors import EventError
-from shared.events import Envelope, UnknownEventType, decode, decode_if
+from shared.events import Envelope, UnknownEventType, decode_if
+from shared.kafka import LazyProducer
 from shared.logging import event_context
 from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from shared.retry import Backoff
@@ -72,10 +73,9 @@ class EventConsumer:
         self._clock = clock
         self._handler = handler
         self._event_types = frozenset(event_types) if event_types else None
-        self._producer_factory = producer_factory
+        self._dead_letters = LazyProducer(producer_factory)
         self._max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         #: Partitions currently assigned to this copy (for tests and /readyz).
         self.assignment: frozenset[TopicPartition] = frozenset()
 
@@ -168,11 +168,7 @@ class EventConsumer:
         undecodable: list[tuple[ConsumerRecord, EventError]] = []
         for message in messages:
             try:
-                envelope = (
-                    decode(message.value)
-                    if self._event_types is None
-                    else decode_if(message.value, self._event_types)
-                )
+                envelope = decode_if(message.value, self._event_types)
             except UnknownEventType:
                 continue  # written by a newer producer; not for this consumer
             except EventError as error:
@@ -206,43 +202,38 @@ class EventConsumer:
 
     async def _apply(self, envelopes: Sequence[Envelope]) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
-            fresh_ids = {
-                row["event_id"]
-                for row in await connection.fetch(
-                    """
-                    INSERT INTO processed_events (consumer, event_id, processed_at)
-                    SELECT $1, event_id, $2 FROM unnest($3::uuid[]) AS ids(event_id)
-                    ON CONFLICT DO NOTHING
-                    RETURNING event_id
-                    """,
-                    self.name,
-                    self._clock.now(),
-                    [envelope.id for envelope in envelopes],
-                )
-            }
+            fresh_ids = await self._record(connection, envelopes)
             fresh = _first_of_each(envelopes, fresh_ids)
             if fresh:
                 with event_context(fresh[0] if len(fresh) == 1 else None):
                     await self._handler(connection, fresh)
         EVENTS_CONSUMED.labels(self.name).inc(len(fresh))
 
+    async def _record(
+        self, connection: Connection, envelopes: Sequence[Envelope]
+    ) -> set[uuid.UUID]:
+        """Mark the events processed; returns the ids not seen before."""
+        rows = await connection.fetch(
+            """
+            INSERT INTO processed_events (consumer, event_id, processed_at)
+            SELECT $1, event_id, $2 FROM unnest($3::uuid[]) AS ids(event_id)
+            ON CONFLICT DO NOTHING
+            RETURNING event_id
+            """,
+            self.name,
+            self._clock.now(),
+            [envelope.id for envelope in envelopes],
+        )
+        return {row["event_id"] for row in rows}
+
     async def _record_only(self, envelope: Envelope) -> None:
         # A dead-lettered event is marked processed so a redelivery does not
         # send it to the dead-letter topic a second time.
         async with self._pool.acquire() as connection:
-            await connection.execute(
-                "INSERT INTO processed_events (consumer, event_id, processed_at)"
-                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                self.name,
-                envelope.id,
-                self._clock.now(),
-            )
+            await self._record(connection, [envelope])
 
     async def _dead_letter(self, message: ConsumerRecord, error: BaseException) -> None:
-        if self._producer is None:
-            producer = self._producer_factory()
-            await producer.start()
-            self._producer = producer
+        producer = await self._dead_letters.get()
         headers: list[tuple[str, bytes]] = list(message.headers or ())
         headers += [
             ("dlq-error", str(error).encode()[:4000]),
@@ -254,7 +245,7 @@ class EventConsumer:
         ]
         # Waiting for the broker's acknowledgement before the offset moves on
         # is what makes the dead-letter topic lossless.
-        await self._producer.send_and_wait(
+        await producer.send_and_wait(
             dlq_topic(message.topic),
             value=message.value,
             key=message.key,
@@ -280,12 +271,11 @@ class EventConsumer:
         CONSUMER_LAG.labels(self.name).set(lag)
 
     async def _stop_clients(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
         self._consumer = None
-        self._producer = None
+        await self._dead_letters.discard()
         self.assignment = frozenset()
 
 

@@ -298,13 +298,16 @@ def decode(raw: bytes) -> Envelope:
     return _envelope(_document(raw))
 
 
-def decode_if(raw: bytes, event_types: Collection[str]) -> Envelope | None:
-    """Like :func:`decode`, but ``None`` for a well-formed event of another type.
+def decode_if(raw: bytes, event_types: Collection[str] | None) -> Envelope | None:
+    """Like :func:`decode`, but ``None`` for a well-formed event of a type not
+    in ``event_types`` (``None`` accepts every type).
 
     A consumer that handles few types skips validating the payloads of all
     the others; a malformed envelope still raises.
     """
     document = _document(raw)
+    if event_types is None:
+        return _envelope(document)
     event_type = document.get("type")
     if not isinstance(event_type, str) or event_type not in event_types:
         _known_type(document)  # an unknown type still raises UnknownEventType

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,6 +44,34 @@ def make_producer(settings: ServiceSettings, *, client_id: str) -> AIOKafkaProdu
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
     )
+
+
+class LazyProducer:
+    """A producer started on first use, and dropped (to be made afresh) after
+    a failure: an idempotent producer can stay wedged on sequence errors after
+    an outage, and a new one costs little."""
+
+    def __init__(self, factory: Callable[[], AIOKafkaProducer]) -> None:
+        self._factory = factory
+        self._producer: AIOKafkaProducer | None = None
+
+    async def get(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # a failed start still holds sockets
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def discard(self) -> None:
+        """Stop the current producer, if any, ignoring its errors."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
 
 
 async def ensure_topics(

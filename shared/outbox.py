@@ -34,6 +34,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from shared.clock import Clock
 from shared.db import Connection, checked_identifier
 from shared.events import CONTENT_TYPE, Envelope
+from shared.kafka import LazyProducer
 from shared.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_LAG,
@@ -116,13 +117,12 @@ class OutboxRelay:
         self._dsn = dsn
         self._schema = checked_identifier(schema)
         self._clock = clock
-        self._producer_factory = producer_factory
+        self._producer = LazyProducer(producer_factory)
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
         self._retention_seconds = retention_seconds
         self._purge_every_seconds = purge_every_seconds
         self._wakeup = asyncio.Event()
-        self._producer: AIOKafkaProducer | None = None
         self._connection: asyncpg.Connection | None = None
         self._last_purge = 0.0
         self._last_backlog = float("-inf")
@@ -208,7 +208,7 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[asyncpg.Record]) -> dict[int, str]:
         """Send ``rows``; returns the ids the broker can never take, with why."""
-        producer = await self._get_producer()
+        producer = await self._producer.get()
         headers = [("content-type", CONTENT_TYPE.encode())]
         deliveries = []
         parked: dict[int, str] = {}
@@ -302,34 +302,16 @@ class OutboxRelay:
         )
         logger.debug("outbox.purged schema=%s result=%s", self._schema, deleted)
 
-    async def _get_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = self._producer_factory()
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
-
     async def _drop_broken(self, error: BaseException) -> None:
-        # A fresh producer after any failure: an idempotent producer can stay
-        # wedged on sequence errors after an outage, and a new one costs little.
         if not isinstance(error, asyncpg.PostgresError | OSError):
             self.broker_ok = False
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            with contextlib.suppress(Exception):
-                await producer.stop()
+        await self._producer.discard()
         if self._connection is not None and self._connection.is_closed():
             self._connection = None
             self.is_leader = False
 
     async def _close(self) -> None:
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+        await self._producer.discard()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.close()
