@@ -43,11 +43,16 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
 _UNMEASURED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-class ProblemResponse(JSONResponse):
-    media_type = "application/problem+json"
+class JsonResponse(JSONResponse):
+    """JSON through orjson. A route returning one directly also skips
+    FastAPI's second validation of the response model (kept for the docs)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class ProblemResponse(JsonResponse):
+    media_type = "application/problem+json"
 
 
 def problem_response(error: RedialError) -> ProblemResponse:
@@ -278,14 +283,6 @@ async def _database_status(pool: asyncpg.Pool | None) -> str:
     except Exception as error:  # noqa: BLE001 - reported, not raised
         return f"unreachable: {type(error).__name__}"
     return "ok"
-
-
-class JsonResponse(JSONResponse):
-    """JSON through orjson. A route returning one directly also skips
-    FastAPI's second validation of the response model (kept for the docs)."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 @contextlib.asynccontextmanager

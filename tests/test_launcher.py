@@ -33,6 +33,17 @@ def _free_service_ports() -> int:
         return base - 8001
 
 
+def _launcher_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """This environment without external servers, so the launcher starts its
+    own, with its data under ``tmp_path``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    return env | {"REDIAL_DATA_DIR": str(tmp_path / "data"), **settings}
+
+
 def _read_welcome(launcher: subprocess.Popen[str]) -> str:
     assert launcher.stdout is not None
     lines: list[str] = []
@@ -48,17 +59,12 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
 ) -> None:
     broker_port = free_port()
     offset = _free_service_ports()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    env |= {
-        "REDIAL_DATA_DIR": str(tmp_path / "data"),
-        "REDIAL_BROKER_PORT": str(broker_port),
-        "REDIAL_PORT_OFFSET": str(offset),
-        "REDIAL_DEV_API_KEY": "rdl_demo_for_the_launcher_test",
-    }
+    env = _launcher_env(
+        tmp_path,
+        REDIAL_BROKER_PORT=str(broker_port),
+        REDIAL_PORT_OFFSET=str(offset),
+        REDIAL_DEV_API_KEY="rdl_demo_for_the_launcher_test",
+    )
     # Starting the process does not block; reading its output is done in a
     # thread so the session's event loop keeps serving the other fixtures.
     launcher = subprocess.Popen(  # noqa: ASYNC220
@@ -107,15 +113,7 @@ async def test_launcher_refuses_a_taken_broker_port(tmp_path: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-        }
-        env |= {
-            "REDIAL_DATA_DIR": str(tmp_path / "data"),
-            "REDIAL_BROKER_PORT": str(port),
-        }
+        env = _launcher_env(tmp_path, REDIAL_BROKER_PORT=str(port))
         finished = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "shared.launcher", "run"],

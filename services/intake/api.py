@@ -43,12 +43,16 @@ def _service(request: Request) -> IntakeService:
     return service
 
 
-async def _json_body(request: Request) -> tuple[bytes, Any]:
-    body = await request.body()
+def _loads(body: bytes) -> Any:
     try:
-        return body, orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise MalformedJson(f"request body is not valid JSON: {error}") from None
+
+
+async def _json_body(request: Request) -> tuple[bytes, Any]:
+    body = await request.body()
+    return body, _loads(body)
 
 
 def _schema(model: type[Any]) -> dict[str, Any]:
@@ -81,15 +85,8 @@ async def post_lead(
             source.name,
             ValidationFailed([{"field": "body", "message": "expected a lead object"}]),
         )
-    leads = _parse(service, [document], source, prefix="")
-    results = await _rejecting(
-        source.name,
-        service.accept(
-            source,
-            leads,
-            idempotency_key=idempotency_key,
-            request_hash=_fingerprint(request, body),
-        ),
+    results = await _take(
+        request, source, [document], prefix="", body=body, key=idempotency_key
     )
     return _accepted(results[0].model_dump(mode="json"))
 
@@ -114,23 +111,13 @@ async def post_batch(
         batch = BatchIn.model_validate(document)
     except ValidationError as error:
         _reject(source.name, ValidationFailed(validation_errors(error.errors())))
-    limit = request.app.state.settings.batch_limit
-    if len(batch.leads) > limit:
-        _reject(
-            source.name,
-            ValidationFailed(
-                [{"field": "leads", "message": f"at most {limit} leads per batch"}]
-            ),
-        )
-    leads = _parse(service, batch.leads, source, prefix="leads[{index}].")
-    results = await _rejecting(
-        source.name,
-        service.accept(
-            source,
-            leads,
-            idempotency_key=idempotency_key,
-            request_hash=_fingerprint(request, body),
-        ),
+    results = await _take(
+        request,
+        source,
+        batch.leads,
+        prefix="leads[{index}].",
+        body=body,
+        key=idempotency_key,
     )
     return _accepted(_batch_response(results).model_dump(mode="json"))
 
@@ -160,23 +147,16 @@ async def post_webhook(
     # a retry of the first, not stored again.
     idempotency_key = idempotency_key or f"signature:{verified}"
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        _reject(source.name, MalformedJson(f"request body is not valid JSON: {error}"))
-    try:
-        raw_leads = service.map_webhook(source, document)
+        raw_leads = service.map_webhook(source, _loads(body))
     except RedialError as error:
         _reject(source.name, error)
-    prefix = "leads[{index}]." if len(raw_leads) > 1 else ""
-    leads = _parse(service, raw_leads, source, prefix=prefix)
-    results = await _rejecting(
-        source.name,
-        service.accept(
-            source,
-            leads,
-            idempotency_key=idempotency_key,
-            request_hash=_fingerprint(request, body),
-        ),
+    results = await _take(
+        request,
+        source,
+        raw_leads,
+        prefix="leads[{index}]." if len(raw_leads) > 1 else "",
+        body=body,
+        key=idempotency_key,
     )
     return _accepted(_batch_response(results).model_dump(mode="json"))
 
@@ -192,6 +172,29 @@ async def get_lead(
     service = _service(request)
     source = await _rejecting("unknown", service.authenticate(authorization))
     return await service.get_lead(source, lead_id)
+
+
+async def _take(
+    request: Request,
+    source: Source,
+    raw_leads: list[Any],
+    *,
+    prefix: str,
+    body: bytes,
+    key: str | None,
+) -> list[LeadAccepted]:
+    """Validate the leads and accept them: what every posting route ends with."""
+    service = _service(request)
+    leads = _parse(service, raw_leads, source, prefix=prefix)
+    return await _rejecting(
+        source.name,
+        service.accept(
+            source,
+            leads,
+            idempotency_key=key,
+            request_hash=_fingerprint(request, body),
+        ),
+    )
 
 
 def _parse(

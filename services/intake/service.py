@@ -193,6 +193,11 @@ class IntakeService:
         self, raw_leads: Sequence[Any], source: repository.Source, *, prefix: str
     ) -> list[LeadIn]:
         """Validate every lead; one 422 lists every bad field of every lead."""
+        limit = self._settings.batch_limit
+        if len(raw_leads) > limit:
+            raise ValidationFailed(
+                [{"field": "leads", "message": f"at most {limit} leads per request"}]
+            )
         context: dict[str, Any] = {"region": self._settings.default_region}
         leads: list[LeadIn] = []
         errors: list[dict[str, str]] = []
@@ -227,15 +232,6 @@ class IntakeService:
             raise ValidationFailed(
                 [{"field": problem.path, "message": problem.message}]
             ) from None
-        if len(leads) > self._settings.batch_limit:
-            raise ValidationFailed(
-                [
-                    {
-                        "field": "body",
-                        "message": f"more than {self._settings.batch_limit} leads",
-                    }
-                ]
-            )
         return leads
 
     # -- acceptance --------------------------------------------------------

@@ -13,7 +13,6 @@ imports them, it only names them on a command line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -299,7 +298,3 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def run_async(coroutine: object) -> None:
-    asyncio.run(coroutine)  # type: ignore[arg-type]
