@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import is_transient
 from shared.errors import (
+    MalformedJson,
     PayloadTooLarge,
     RedialError,
     ServiceUnavailable,
@@ -242,7 +243,15 @@ def build_app(
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, error: RequestValidationError) -> Response:
-        return problem_response(ValidationFailed(validation_errors(error.errors())))
+        errors = error.errors()
+        # A body that is not JSON at all is a malformed request, not a field error.
+        broken = [e for e in errors if e.get("type") == "json_invalid"]
+        if broken:
+            detail = broken[0].get("ctx", {}).get("error", "invalid JSON")
+            return problem_response(
+                MalformedJson(f"request body is not valid JSON: {detail}")
+            )
+        return problem_response(ValidationFailed(validation_errors(errors)))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

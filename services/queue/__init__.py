@@ -1,5 +1,6 @@
-"""Queue service: shared, prioritized dialing pools (not built yet).
+"""Queue service: shared, prioritized dialing pools that agents draw from.
 
-The package exists so the layout and the import boundaries are in place; the
-launcher starts only services that have an ``app.py``.
+Leads arrive on ``lead.received``, are routed to a pool and called until their
+call target is met, spaced by the pool's cadence, only inside legal calling
+hours in the lead's own zones and under the frequency caps.
 """

@@ -1,0 +1,1558 @@
+"""The queue's decisions: which lead an agent gets, and what a call changes.
+
+Every request and every consumed event is one transaction, and the events it
+causes are written to the outbox inside it. Leads are chosen by PostgreSQL
+(see ``repository._LEASE_SQL``); scheduling rules live in ``scheduling`` and
+the law's calling hours and caps in ``compliance``.
+
+The scheduler (``tick``) runs in every copy of the service: it promotes
+waiting leads that fell due, re-plans leads whose calling window closed and
+reaps expired leases, each with ``FOR UPDATE SKIP LOCKED`` so copies never
+handle the same row twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import phonenumbers
+
+from services.queue import repository
+from services.queue.compliance import callable_window, cap_free_at, rules_for
+from services.queue.metrics import (
+    DUE_NOW,
+    LEADS,
+    LEASES,
+    NEXT_LEAD_SECONDS,
+    OUTCOMES,
+    REAPED,
+    RELEASES,
+)
+from services.queue.repository import CallRecord, Lead
+from services.queue.scheduling import (
+    CALLBACK,
+    EFFECTS,
+    NEVER_CALLED,
+    LeadFacts,
+    cadence_due,
+    plan,
+    recent,
+    slot_of,
+    zones_of,
+)
+from services.queue.schemas import (
+    AgentIn,
+    ExternalCallIn,
+    OutcomeIn,
+    PoolRules,
+    Routing,
+)
+from services.queue.settings import QueueSettings
+from shared.clock import Clock
+from shared.db import Connection
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.events import (
+    CallLogged,
+    DncUpdated,
+    Envelope,
+    EventData,
+    LeadConverted,
+    LeadDuplicate,
+    LeadExhausted,
+    LeadInvalid,
+    LeadLeased,
+    LeadOptedOut,
+    LeadQueued,
+    LeadReceived,
+    LeadRecycled,
+    LeadSnapshot,
+    new_event,
+)
+
+logger = logging.getLogger(__name__)
+
+EVENT_SOURCE = "redial/queue"
+#: A lead held off the queue while its number is on the DNC list waits "forever".
+FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+#: How far ahead a callback may be asked for.
+CALLBACK_HORIZON = dt.timedelta(days=90)
+#: Lease attempts per next-lead when the first choices' numbers are busy.
+LEASE_TRIES = 5
+#: Queued states: the lead still expects calls.
+QUEUED = ("waiting", "ready")
+
+
+class UnknownPool(NotFound):
+    code = "unknown_pool"
+    title = "No such pool"
+
+
+class UnknownAgent(NotFound):
+    code = "unknown_agent"
+    title = "No such agent"
+
+
+class UnknownLease(NotFound):
+    code = "unknown_lease"
+    title = "No such lease"
+
+
+class UnknownLead(NotFound):
+    code = "unknown_lead"
+    title = "No such lead in the queue"
+
+
+class AgentNotAvailable(Conflict):
+    code = "agent_not_available"
+    title = "The agent is not available"
+
+
+class LeaseClosed(Conflict):
+    code = "lease_closed"
+    title = "The lease already ended"
+
+
+class LeaseExpired(Conflict):
+    code = "lease_expired"
+    title = "The lease expired"
+
+
+class LeaseOpen(Conflict):
+    code = "lease_open"
+    title = "The agent holds an open lease"
+
+
+class LeadLeasedNow(Conflict):
+    code = "lead_leased"
+    title = "The lead is on an open lease"
+
+
+def _invalid(field_name: str, message: str) -> ValidationFailed:
+    return ValidationFailed([{"field": field_name, "message": message}])
+
+
+@dataclass
+class NextLead:
+    """What the dialer gets with a lease."""
+
+    lease_id: uuid.UUID
+    expires_at: dt.datetime
+    pool: str
+    attempt: int
+    call_target: int
+    lead: Lead
+    reason: dict[str, Any]
+
+
+@dataclass
+class Caused:
+    """Events a change causes, and the metrics to count once it commits."""
+
+    events: list[Envelope] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def emit(self, data: EventData, lead_id: uuid.UUID | str, now: dt.datetime) -> None:
+        self.events.append(
+            new_event(data, source=EVENT_SOURCE, subject=str(lead_id), time=now)
+        )
+
+
+class QueueService:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: QueueSettings,
+        clock: Clock,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._clock = clock
+        self._on_commit = on_commit
+        self._rules: dict[str, PoolRules] = {}
+        self._last_tick: dt.datetime | None = None
+        self._tick_lock = asyncio.Lock()
+
+    # --- pools ------------------------------------------------------------
+
+    async def load_rules(self) -> None:
+        async with self._pool.acquire() as connection:
+            rows = await repository.pools(connection)
+        self._rules = {
+            row["name"]: PoolRules.model_validate(row["rules"]) for row in rows
+        }
+
+    async def _pool_rules(self, connection: Connection, name: str) -> PoolRules:
+        rules = self._rules.get(name)
+        if rules is None:
+            row = await repository.pool(connection, name)
+            if row is None:
+                raise UnknownPool(f"pool {name!r} does not exist")
+            rules = self._rules[name] = PoolRules.model_validate(row["rules"])
+        return rules
+
+    async def put_pool(
+        self, name: str, rules: PoolRules
+    ) -> tuple[dict[str, Any], bool]:
+        now = self._clock.now()
+        async with self._pool.acquire() as connection, connection.transaction():
+            targets = [pool for pool in (rules.recycle_to, rules.exhausted_to) if pool]
+            missing = [
+                pool
+                for pool in await repository.missing_pools(connection, targets)
+                if pool != name
+            ]
+            if missing:
+                field_name = (
+                    "recycle_to" if rules.recycle_to in missing else "exhausted_to"
+                )
+                raise _invalid(field_name, f"pool {missing[0]!r} does not exist")
+            row = await repository.save_pool(
+                connection, name, rules.model_dump(mode="json"), now
+            )
+            if not row["created"]:
+                replanned = await repository.mark_pool_for_replanning(connection, name)
+                logger.info("pool.updated pool=%s replanning=%d", name, replanned)
+        self._rules[name] = rules
+        return _pool_out(row), bool(row["created"])
+
+    async def get_pool(self, name: str) -> dict[str, Any]:
+        async with self._pool.acquire() as connection:
+            row = await repository.pool(connection, name)
+        if row is None:
+            raise UnknownPool(f"pool {name!r} does not exist")
+        return _pool_out(row)
+
+    async def pool_stats(self, name: str) -> dict[str, Any]:
+        now = self._clock.now()
+        async with self._pool.acquire() as connection:
+            if await repository.pool(connection, name) is None:
+                raise UnknownPool(f"pool {name!r} does not exist")
+            rows = await repository.pool_stats(connection, name, now)
+        by_state = {state: 0 for state in repository.STATES}
+        by_source: dict[str, dict[str, int]] = {}
+        for row in rows:
+            by_state[row["state"]] += row["leads"]
+            by_source.setdefault(row["source"], {})[row["state"]] = row["leads"]
+        return {
+            "pool": name,
+            "queued": by_state["waiting"] + by_state["ready"],
+            "due_now": sum(row["due_now"] for row in rows),
+            "leased": by_state["leased"],
+            "by_state": by_state,
+            "by_source": by_source,
+            "at": now,
+        }
+
+    # --- routing ----------------------------------------------------------
+
+    async def put_routing(self, routing: Routing) -> dict[str, Any]:
+        async with self._pool.acquire() as connection, connection.transaction():
+            wanted = [routing.default_pool, *(route.pool for route in routing.routes)]
+            missing = set(await repository.missing_pools(connection, wanted))
+            errors = []
+            if routing.default_pool in missing:
+                errors.append(
+                    {
+                        "field": "default_pool",
+                        "message": f"pool {routing.default_pool!r} does not exist",
+                    }
+                )
+            seen: set[tuple[str, str]] = set()
+            for index, route in enumerate(routing.routes):
+                key = (route.source, route.campaign or "")
+                if route.pool in missing:
+                    errors.append(
+                        {
+                            "field": f"routes[{index}].pool",
+                            "message": f"pool {route.pool!r} does not exist",
+                        }
+                    )
+                if key in seen:
+                    errors.append(
+                        {
+                            "field": f"routes[{index}]",
+                            "message": "a route for this source and campaign "
+                            "is already listed",
+                        }
+                    )
+                seen.add(key)
+            if errors:
+                raise ValidationFailed(errors)
+            await repository.replace_routing(
+                connection,
+                routing.default_pool,
+                [(r.source, r.campaign or "", r.pool) for r in routing.routes],
+            )
+        return await self.get_routing()
+
+    async def get_routing(self) -> dict[str, Any]:
+        async with self._pool.acquire() as connection:
+            default, routes = await repository.routing(connection)
+        return {
+            "default_pool": default,
+            "routes": [
+                {
+                    "source": row["source"],
+                    "campaign": row["campaign"] or None,
+                    "pool": row["pool"],
+                }
+                for row in routes
+            ],
+        }
+
+    # --- agents -----------------------------------------------------------
+
+    async def put_agent(
+        self, agent_id: str, agent: AgentIn
+    ) -> tuple[dict[str, Any], bool]:
+        now = self._clock.now()
+        async with self._pool.acquire() as connection, connection.transaction():
+            missing = await repository.missing_pools(connection, agent.pools)
+            if missing:
+                index = agent.pools.index(missing[0])
+                raise _invalid(f"pools[{index}]", f"pool {missing[0]!r} does not exist")
+            created = await repository.save_agent(
+                connection, agent_id, agent.pools, agent.team, now
+            )
+            row = await repository.agent(connection, agent_id)
+        assert row is not None
+        return dict(row), created
+
+    async def get_agent(self, agent_id: str) -> dict[str, Any]:
+        async with self._pool.acquire() as connection:
+            row = await repository.agent(connection, agent_id)
+        if row is None:
+            raise UnknownAgent(f"agent {agent_id!r} does not exist")
+        return dict(row)
+
+    async def set_status(self, agent_id: str, status: str) -> dict[str, Any]:
+        now = self._clock.now()
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await repository.lock_agent(connection, agent_id)
+            if row is None:
+                raise UnknownAgent(f"agent {agent_id!r} does not exist")
+            if row["open_lease"] is not None and status != "busy":
+                raise LeaseOpen(
+                    f"agent {agent_id!r} holds lease {row['open_lease']}; record its "
+                    "outcome or release it first",
+                    lease_id=str(row["open_lease"]),
+                )
+            await repository.set_agent_status(connection, agent_id, status, now)
+            row = await repository.agent(connection, agent_id)
+        assert row is not None
+        return dict(row)
+
+    # --- next lead --------------------------------------------------------
+
+    async def next_lead(self, agent_id: str) -> NextLead | None:
+        """Leases the best lead for the agent, or None when nothing is due."""
+        started = time.perf_counter()
+        await self.maybe_tick()
+        now = self._clock.now()
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            leased = await self._lease(connection, agent_id, now)
+            if leased is not None:
+                lead, team = leased
+                reason = _why_chosen(lead, now)
+                caused.emit(
+                    LeadLeased(
+                        lead_id=lead.lead_id,
+                        lease_id=_required(lead.lease_id),
+                        pool=lead.pool,
+                        agent_id=agent_id,
+                        team=team,
+                        attempt=lead.attempts + 1,
+                        leased_at=now,
+                        expires_at=_required(lead.lease_expires_at),
+                    ),
+                    lead.lead_id,
+                    now,
+                )
+                await repository.record_lease(
+                    connection,
+                    lead,
+                    reason=reason["code"],
+                    now=now,
+                    events=caused.events,
+                )
+        if leased is None:
+            NEXT_LEAD_SECONDS.labels("empty").observe(time.perf_counter() - started)
+            return None
+        self._on_commit()
+        LEASES.labels(lead.pool).inc()
+        NEXT_LEAD_SECONDS.labels("leased").observe(time.perf_counter() - started)
+        return NextLead(
+            lease_id=_required(lead.lease_id),
+            expires_at=_required(lead.lease_expires_at),
+            pool=lead.pool,
+            attempt=lead.attempts + 1,
+            call_target=lead.call_target,
+            lead=lead,
+            reason=reason,
+        )
+
+    async def _lease(
+        self, connection: Connection, agent_id: str, now: dt.datetime
+    ) -> tuple[Lead, str | None] | None:
+        lease_seconds = {
+            name: float(r.lease_seconds) for name, r in self._rules.items()
+        }
+        default = float(PoolRules().lease_seconds)
+        for _ in range(LEASE_TRIES):
+            attempt = await repository.lease_next(
+                connection,
+                agent_id=agent_id,
+                lease_id=uuid.uuid4(),
+                now=now,
+                lease_seconds=lease_seconds,
+                default_lease_seconds=default,
+            )
+            if not attempt.agent_ok:
+                await self._refuse_agent(connection, agent_id)
+            if attempt.lead is not None:
+                return attempt.lead, attempt.team
+            if attempt.chosen is None:
+                return None
+            await self._hold_for_phone(connection, attempt.chosen, now)
+        return None
+
+    async def _refuse_agent(self, connection: Connection, agent_id: str) -> None:
+        row = await repository.agent(connection, agent_id)
+        if row is None:
+            raise UnknownAgent(f"agent {agent_id!r} does not exist")
+        detail: dict[str, Any] = {"agent_status": row["status"]}
+        if row["open_lease"] is not None:
+            detail["lease_id"] = str(row["open_lease"])
+        raise AgentNotAvailable(
+            f"agent {agent_id!r} is {row['status']}; only available agents get leads",
+            **detail,
+        )
+
+    async def _hold_for_phone(
+        self, connection: Connection, lead_id: uuid.UUID, now: dt.datetime
+    ) -> None:
+        """The chosen lead's number is on another open lease or capped: the
+        lead waits until the number is free (re-planned then)."""
+        lead = await repository.lead(connection, lead_id, for_update=True)
+        assert lead is not None
+        assert lead.phone is not None
+        number = await repository.phone(connection, lead.phone)
+        until = max(
+            (t for t in (number["leased_until"], number["blocked_until"]) if t),
+            default=now,
+        )
+        lead.state, lead.wait_reason = "waiting", "phone_busy"
+        lead.due_at, lead.closes_at = max(until, now), max(until, now)
+        lead.updated_at = now
+        await repository.save_lead(connection, lead)
+
+    # --- outcomes ---------------------------------------------------------
+
+    async def outcome(self, lease_id: uuid.UUID, outcome: OutcomeIn) -> dict[str, Any]:
+        now = self._clock.now()
+        self._check_callback(outcome, now)
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            lead = await repository.lead_by_lease(connection, lease_id)
+            if lead is None:
+                await self._refuse_lease(connection, lease_id)
+            assert lead is not None
+            assert lead.leased_agent is not None
+            if _required(lead.lease_expires_at) <= now:
+                raise LeaseExpired(
+                    f"lease {lease_id} expired at "
+                    f"{lead.lease_expires_at:%Y-%m-%dT%H:%M:%SZ}; the lead went back "
+                    "to the pool. Log a call made anyway with "
+                    f"POST /v1/leads/{lead.lead_id}/calls",
+                    lead_id=str(lead.lead_id),
+                )
+            agent = await repository.agent(connection, lead.leased_agent)
+            team = agent["team"] if agent else None
+            result = await self._apply_call(
+                connection,
+                lead,
+                caused,
+                disposition=outcome.disposition,
+                agent_id=lead.leased_agent,
+                team=team,
+                duration=outcome.duration_seconds,
+                called_at=now,
+                callback_at=outcome.callback_at,
+                lease_id=lease_id,
+                now=now,
+            )
+        self._committed(caused)
+        return result
+
+    async def log_call(
+        self, lead_id: uuid.UUID, call: ExternalCallIn
+    ) -> dict[str, Any]:
+        """A call made outside the queue: counted like any other attempt."""
+        now = self._clock.now()
+        called_at = call.called_at or now
+        if called_at > now:
+            raise _invalid("called_at", "a call cannot be logged in the future")
+        self._check_callback(call, now)
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            lead = await repository.lead(connection, lead_id, for_update=True)
+            if lead is None:
+                raise UnknownLead(f"lead {lead_id} is not in the queue")
+            if lead.state == "leased":
+                raise LeadLeasedNow(
+                    f"lead {lead_id} is leased to {lead.leased_agent}; record the "
+                    f"call as the outcome of lease {lead.lease_id}",
+                    lease_id=str(lead.lease_id),
+                )
+            team = None
+            if call.agent_id is not None:
+                agent = await repository.agent(connection, call.agent_id)
+                team = agent["team"] if agent else None
+            result = await self._apply_call(
+                connection,
+                lead,
+                caused,
+                disposition=call.disposition,
+                agent_id=call.agent_id,
+                team=team,
+                duration=call.duration_seconds,
+                called_at=called_at,
+                callback_at=call.callback_at,
+                lease_id=None,
+                now=now,
+            )
+        self._committed(caused)
+        return result
+
+    def _check_callback(self, outcome: OutcomeIn, now: dt.datetime) -> None:
+        if outcome.callback_at is None:
+            return
+        if outcome.callback_at <= now:
+            raise _invalid("callback_at", "a callback must be in the future")
+        if outcome.callback_at > now + CALLBACK_HORIZON:
+            raise _invalid("callback_at", "a callback must be within 90 days")
+
+    async def _refuse_lease(self, connection: Connection, lease_id: uuid.UUID) -> None:
+        row = await repository.lease_row(connection, lease_id)
+        if row is None:
+            raise UnknownLease(f"lease {lease_id} does not exist")
+        if row["end_reason"] == "expired":
+            raise LeaseExpired(
+                f"lease {lease_id} expired and its lead went back to the pool",
+                lead_id=str(row["lead_id"]),
+            )
+        raise LeaseClosed(
+            f"lease {lease_id} already ended ({row['end_reason'] or 'lead withdrawn'})",
+            end_reason=row["end_reason"],
+            disposition=row["disposition"],
+        )
+
+    async def _apply_call(
+        self,
+        connection: Connection,
+        lead: Lead,
+        caused: Caused,
+        *,
+        disposition: Any,
+        agent_id: str | None,
+        team: str | None,
+        duration: float,
+        called_at: dt.datetime,
+        callback_at: dt.datetime | None,
+        lease_id: uuid.UUID | None,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        rules = await self._pool_rules(connection, lead.pool)
+        number = await repository.phone(connection, lead.phone) if lead.phone else None
+        effect = EFFECTS[disposition]
+        pool_at_call = lead.pool
+        lead.attempts += 1
+        lead.last_call_at = max(called_at, lead.last_call_at or called_at)
+        lead.recent_calls = recent([*lead.recent_calls, called_at], now)
+        _clear_lease(lead)
+        lead.callback_at = lead.reserved_agent = lead.reserved_until = None
+        lead.updated_at = now
+        phone_calls = recent(
+            [*(number["recent_calls"] if number else []), called_at], now
+        )
+        caused.emit(
+            CallLogged(
+                lead_id=lead.lead_id,
+                call_id=(call_id := uuid.uuid4()),
+                pool=pool_at_call,
+                source=lead.source,
+                agent_id=agent_id,
+                team=team,
+                attempt=lead.attempts,
+                call_target=lead.call_target,
+                disposition=disposition,
+                duration_seconds=duration,
+                called_at=called_at,
+                via_queue=lease_id is not None,
+            ),
+            lead.lead_id,
+            now,
+        )
+        exclude_reason = None
+        if effect.ends is not None:
+            self._end(lead, effect.ends, disposition, agent_id, caused, now)
+        elif lead.state != "leased" and lead.state in repository.TERMINAL_STATES:
+            pass  # a call logged on a finished lead counts, and changes nothing
+        elif lead.attempts >= lead.call_target:
+            await self._exhaust(connection, lead, caused, now)
+        else:
+            if disposition == "callback":
+                assert callback_at is not None
+                lead.callback_at = callback_at
+                lead.reserved_agent = agent_id
+                lead.reserved_until = callback_at + dt.timedelta(
+                    seconds=rules.callback_hold_seconds
+                )
+            exclude_reason = await self._recycle_reason(
+                connection, lead, rules, effect.exclude_agent, agent_id
+            )
+            if exclude_reason is not None:
+                caused.emit(
+                    LeadRecycled(
+                        lead_id=lead.lead_id,
+                        pool=lead.pool,
+                        from_agent_id=agent_id,
+                        reason=exclude_reason,  # type: ignore[arg-type]
+                        recycled_at=now,
+                    ),
+                    lead.lead_id,
+                    now,
+                )
+                if rules.recycle_to and rules.recycle_to != lead.pool:
+                    await self._move(connection, lead, rules.recycle_to, caused, now)
+            await self._schedule(connection, lead, caused, now, phone_calls=phone_calls)
+        blocked = self._phone_blocked_until(lead, rules, phone_calls, number, now)
+        await repository.record_call(
+            connection,
+            lead,
+            CallRecord(
+                call_id=call_id,
+                lease_id=lease_id,
+                agent_id=agent_id,
+                pool=pool_at_call,
+                attempt=lead.attempts if lead.pool == pool_at_call else 0,
+                disposition=disposition,
+                duration_seconds=duration,
+                called_at=called_at,
+                via_queue=lease_id is not None,
+                callback_at=callback_at,
+                exclude_reason=exclude_reason,
+                phone_recent_calls=phone_calls,
+                phone_blocked_until=blocked,
+                list_on_dnc=disposition == "dnc",
+            ),
+            phone_number=lead.phone,
+            now=now,
+            events=caused.events,
+        )
+        caused.after_commit.append(
+            lambda: OUTCOMES.labels(pool_at_call, disposition).inc()
+        )
+        return _lead_summary(lead)
+
+    async def _recycle_reason(
+        self,
+        connection: Connection,
+        lead: Lead,
+        rules: PoolRules,
+        not_interested: bool,
+        agent_id: str | None,
+    ) -> str | None:
+        if agent_id is None:
+            return None
+        if not_interested:
+            return "not_interested"
+        if rules.agent_attempt_limit is not None:
+            made = await repository.agent_attempts(connection, lead.lead_id, agent_id)
+            if made + 1 >= rules.agent_attempt_limit:
+                return "agent_attempt_limit"
+        return None
+
+    def _phone_blocked_until(
+        self,
+        lead: Lead,
+        rules: PoolRules,
+        phone_calls: list[dt.datetime],
+        number: asyncpg.Record | None,
+        now: dt.datetime,
+    ) -> dt.datetime | None:
+        if number is None:
+            return None
+        _, legal_caps, _ = rules_for(lead.country, lead.region)
+        caps = rules.caps.as_frequency_caps().stricter(legal_caps)
+        if caps.lifetime is not None and number["lifetime_calls"] + 1 >= caps.lifetime:
+            return FOREVER
+        zone = (lead.timezones or [rules.timezone])[0]
+        free = cap_free_at(now, phone_calls, _rolling(caps), zone)
+        return free if free is not None and free > now else None
+
+    def _end(
+        self,
+        lead: Lead,
+        state: str,
+        disposition: str,
+        agent_id: str | None,
+        caused: Caused,
+        now: dt.datetime,
+    ) -> None:
+        lead.state, lead.ended_at, lead.wait_reason = state, now, None
+        if state == "converted":
+            caused.emit(
+                LeadConverted(
+                    lead_id=lead.lead_id,
+                    pool=lead.pool,
+                    agent_id=agent_id,
+                    attempt=lead.attempts,
+                    disposition=disposition,  # type: ignore[arg-type]
+                    converted_at=now,
+                ),
+                lead.lead_id,
+                now,
+            )
+        elif state == "invalid":
+            caused.emit(
+                LeadInvalid(
+                    lead_id=lead.lead_id, reason=disposition, invalidated_at=now
+                ),
+                lead.lead_id,
+                now,
+            )
+        elif state == "opted_out":
+            caused.emit(
+                LeadOptedOut(
+                    lead_id=lead.lead_id,
+                    phone=lead.phone,
+                    email=lead.email,
+                    channel="all",
+                    opted_out_at=now,
+                ),
+                lead.lead_id,
+                now,
+            )
+
+    async def _exhaust(
+        self, connection: Connection, lead: Lead, caused: Caused, now: dt.datetime
+    ) -> None:
+        rules = await self._pool_rules(connection, lead.pool)
+        caused.emit(
+            LeadExhausted(
+                lead_id=lead.lead_id,
+                pool=lead.pool,
+                attempts=lead.attempts,
+                call_target=lead.call_target,
+                exhausted_at=now,
+            ),
+            lead.lead_id,
+            now,
+        )
+        if rules.exhausted_to and rules.exhausted_to != lead.pool:
+            # Another round in another pool: its own target, counted afresh.
+            lead.attempts = 0
+            await self._move(connection, lead, rules.exhausted_to, caused, now)
+            await self._schedule(connection, lead, caused, now)
+            return
+        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, None
+
+    async def _move(
+        self,
+        connection: Connection,
+        lead: Lead,
+        pool_name: str,
+        caused: Caused,
+        now: dt.datetime,
+    ) -> None:
+        rules = await self._pool_rules(connection, pool_name)
+        lead.pool = pool_name
+        lead.call_target = max(rules.call_target, lead.attempts + 1)
+        lead.weight = rules.weight_of(lead.source)
+        caused.emit(
+            LeadQueued(
+                lead_id=lead.lead_id,
+                pool=pool_name,
+                source=lead.source,
+                campaign=lead.campaign,
+                call_target=lead.call_target,
+                due_at=now,
+                queued_at=now,
+            ),
+            lead.lead_id,
+            now,
+        )
+
+    async def _schedule(
+        self,
+        connection: Connection,
+        lead: Lead,
+        caused: Caused,
+        now: dt.datetime,
+        *,
+        phone_calls: Sequence[dt.datetime] | None = None,
+        number: asyncpg.Record | None = None,
+    ) -> None:
+        """Re-plans a queued lead; may exhaust it (lifetime cap reached)."""
+        rules = await self._pool_rules(connection, lead.pool)
+        if phone_calls is None:
+            if number is None and lead.phone:
+                number = await repository.phone(connection, lead.phone)
+            phone_calls = number["recent_calls"] if number else []
+        facts = _facts(lead, phone_calls, number)
+        planned = plan(facts, rules, now)
+        if planned.state == "exhausted":
+            lead.attempts = max(lead.attempts, 0)
+            await self._exhaust_final(lead, caused, now)
+            return
+        lead.state = planned.state
+        lead.due_at, lead.closes_at = planned.due_at, planned.closes_at
+        lead.wait_reason = planned.wait_reason
+        lead.priority_class = planned.priority_class
+        lead.planned_at, lead.planned_slot = planned.planned_at, planned.planned_slot
+        lead.weight = rules.weight_of(lead.source)
+        lead.updated_at = now
+
+    async def _exhaust_final(
+        self, lead: Lead, caused: Caused, now: dt.datetime
+    ) -> None:
+        caused.emit(
+            LeadExhausted(
+                lead_id=lead.lead_id,
+                pool=lead.pool,
+                attempts=lead.attempts,
+                call_target=lead.call_target,
+                exhausted_at=now,
+            ),
+            lead.lead_id,
+            now,
+        )
+        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, "lifetime_cap"
+
+    # --- releases and expiry ----------------------------------------------
+
+    async def release(self, lease_id: uuid.UUID) -> dict[str, Any]:
+        now = self._clock.now()
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            lead = await repository.lead_by_lease(connection, lease_id)
+            if lead is None:
+                await self._refuse_lease(connection, lease_id)
+            assert lead is not None
+            assert lead.leased_agent is not None
+            if _required(lead.lease_expires_at) <= now:
+                raise LeaseExpired(
+                    f"lease {lease_id} expired; the lead already went back to the pool",
+                    lead_id=str(lead.lead_id),
+                )
+            agent_id = lead.leased_agent
+            await self._return_to_pool(
+                connection, lead, caused, now, reason="released", agent_id=agent_id
+            )
+            await repository.count_release(
+                connection, agent_id, "releases", "available", now
+            )
+            await self._write_events(connection, caused, now)
+        pool_name = lead.pool
+        caused.after_commit.append(lambda: RELEASES.labels(pool_name).inc())
+        self._committed(caused)
+        return _lead_summary(lead)
+
+    async def _return_to_pool(
+        self,
+        connection: Connection,
+        lead: Lead,
+        caused: Caused,
+        now: dt.datetime,
+        *,
+        reason: str,
+        agent_id: str,
+    ) -> None:
+        lease_id = _required(lead.lease_id)
+        _clear_lease(lead)
+        lead.state = "ready" if lead.closes_at > now else "waiting"
+        lead.updated_at = now
+        await repository.save_lead(connection, lead)
+        await repository.end_lease(
+            connection,
+            lease_id,
+            reason="released" if reason == "released" else "expired",
+            now=now,
+        )
+        caused.emit(
+            LeadRecycled(
+                lead_id=lead.lead_id,
+                pool=lead.pool,
+                from_agent_id=agent_id,
+                reason=reason,  # type: ignore[arg-type]
+                recycled_at=now,
+            ),
+            lead.lead_id,
+            now,
+        )
+
+    # --- the scheduler ----------------------------------------------------
+
+    async def maybe_tick(self) -> None:
+        """Runs a scheduler pass if the last one is older than ``tick_seconds``
+        by the clock (so a test that moves the clock sees its effect)."""
+        if not self._tick_due():
+            return
+        async with self._tick_lock:
+            if self._tick_due():
+                await self.tick()
+
+    def _tick_due(self) -> bool:
+        if self._last_tick is None:
+            return True
+        elapsed = (self._clock.now() - self._last_tick).total_seconds()
+        return elapsed >= self._settings.tick_seconds
+
+    async def tick(self) -> dict[str, int]:
+        """Promote due leads, re-plan closed windows, reap expired leases."""
+        now = self._clock.now()
+        self._last_tick = now
+        await self.load_rules()
+        batch = self._settings.replan_batch
+        counts = {"promoted": 0, "replanned": 0, "reaped": 0}
+        async with self._pool.acquire() as connection:
+            while True:
+                async with connection.transaction():
+                    promoted = await repository.promote_due(connection, now, batch)
+                counts["promoted"] += promoted
+                if promoted < batch:
+                    break
+            while True:
+                replanned = await self._replan_closed(connection, now, batch)
+                counts["replanned"] += replanned
+                if replanned < batch:
+                    break
+            while True:
+                reaped = await self._reap(connection, now, batch)
+                counts["reaped"] += reaped
+                if reaped < batch:
+                    break
+        return counts
+
+    async def _replan_closed(
+        self, connection: Connection, now: dt.datetime, batch: int
+    ) -> int:
+        caused = Caused()
+        async with connection.transaction():
+            leads = await repository.closed_windows(connection, now, batch)
+            numbers = {
+                row["phone"]: row
+                for row in await repository.phones(
+                    connection, [lead.phone for lead in leads if lead.phone]
+                )
+            }
+            for lead in leads:
+                if lead.wait_reason == "dnc":
+                    continue
+                await self._schedule(
+                    connection,
+                    lead,
+                    caused,
+                    now,
+                    number=numbers.get(lead.phone) if lead.phone else None,
+                    phone_calls=(
+                        numbers[lead.phone]["recent_calls"]
+                        if lead.phone in numbers
+                        else []
+                    ),
+                )
+            await repository.save_leads(connection, leads)
+            await self._write_events(connection, caused, now)
+        self._committed(caused)
+        return len(leads)
+
+    async def _reap(self, connection: Connection, now: dt.datetime, batch: int) -> int:
+        caused = Caused()
+        async with connection.transaction():
+            leads = await repository.expired_leases(connection, now, batch)
+            for lead in leads:
+                agent_id = _required(lead.leased_agent)
+                pool_name = lead.pool
+                await self._return_to_pool(
+                    connection,
+                    lead,
+                    caused,
+                    now,
+                    reason="lease_expired",
+                    agent_id=agent_id,
+                )
+                # A seat that let its lease run out is probably not there:
+                # it gets no more leads until its dialer says it is available.
+                await repository.count_release(
+                    connection, agent_id, "expired_leases", "away", now
+                )
+                caused.after_commit.append(
+                    lambda pool_name=pool_name: REAPED.labels(pool_name).inc()  # type: ignore[misc]
+                )
+                logger.info(
+                    "lease.expired lead_id=%s agent_id=%s", lead.lead_id, agent_id
+                )
+            await self._write_events(connection, caused, now)
+        self._committed(caused)
+        return len(leads)
+
+    async def run_scheduler(self) -> None:
+        """The background loop; failures are logged and tried again."""
+        while True:
+            try:
+                await self.maybe_tick()
+            except Exception as error:  # noqa: BLE001 - the next pass retries
+                logger.warning("scheduler.failed error=%r", error)
+            await asyncio.sleep(self._settings.tick_seconds)
+
+    async def refresh_gauges(self) -> None:
+        now = self._clock.now()
+        async with self._pool.acquire() as connection:
+            rows = await repository.depth_by_pool(connection, now)
+        counts: dict[tuple[str, str], int] = {}
+        due: dict[str, int] = {}
+        for row in rows:
+            counts[(row["pool"], row["state"])] = row["leads"]
+            due[row["pool"]] = due.get(row["pool"], 0) + row["due_now"]
+        for name in set(self._rules) | set(due):
+            for state in repository.STATES:
+                LEADS.labels(name, state).set(counts.get((name, state), 0))
+            DUE_NOW.labels(name).set(due.get(name, 0))
+
+    async def run_gauges(self) -> None:
+        while True:
+            try:
+                await self.refresh_gauges()
+            except Exception as error:  # noqa: BLE001 - the next round retries
+                logger.warning("queue.gauges_failed error=%r", error)
+            await asyncio.sleep(self._settings.gauge_seconds)
+
+    # --- do-not-call ------------------------------------------------------
+
+    async def list_dnc(self, numbers: Sequence[str], reason: str) -> int:
+        """Puts numbers on the DNC list; returns how many were new."""
+        phones = [
+            _e164(number, f"phones[{index}]") for index, number in enumerate(numbers)
+        ]
+        now = self._clock.now()
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            added = await repository.list_phones(connection, phones, reason, now)
+            await self._hold_listed(connection, added, now)
+            for number in added:
+                caused.emit(
+                    DncUpdated(phone=number, listed=True, updated_at=now), number, now
+                )
+            await self._write_events(connection, caused, now)
+        self._committed(caused)
+        return len(added)
+
+    async def unlist_dnc(self, number: str) -> None:
+        phone = _e164(number, "phone")
+        now = self._clock.now()
+        caused = Caused()
+        async with self._pool.acquire() as connection, connection.transaction():
+            if not await repository.unlist_phone(connection, phone):
+                raise NotFound(f"{phone} is not on the do-not-call list")
+            for lead in await repository.leads_with_phone(connection, phone, QUEUED):
+                if lead.wait_reason == "dnc":
+                    lead.closes_at = dt.datetime.min.replace(tzinfo=dt.UTC)
+                    lead.due_at, lead.wait_reason = now, None
+                    await self._schedule(connection, lead, caused, now)
+                    await repository.save_lead(connection, lead)
+            caused.emit(
+                DncUpdated(phone=phone, listed=False, updated_at=now), phone, now
+            )
+            await self._write_events(connection, caused, now)
+        self._committed(caused)
+
+    async def dnc_entry(self, number: str) -> dict[str, Any]:
+        phone = _e164(number, "phone")
+        async with self._pool.acquire() as connection:
+            row = await repository.dnc_entry(connection, phone)
+        if row is None:
+            raise NotFound(f"{phone} is not on the do-not-call list")
+        return dict(row)
+
+    async def _hold_listed(
+        self, connection: Connection, numbers: Sequence[str], now: dt.datetime
+    ) -> None:
+        for number in numbers:
+            for lead in await repository.leads_with_phone(connection, number, QUEUED):
+                lead.state, lead.wait_reason = "waiting", "dnc"
+                lead.due_at = lead.closes_at = FOREVER
+                lead.updated_at = now
+                await repository.save_lead(connection, lead)
+
+    # --- events from other services ---------------------------------------
+
+    async def apply_events(
+        self, connection: Connection, envelopes: Sequence[Envelope]
+    ) -> None:
+        """Consumer handler: runs inside the consumer's transaction."""
+        now = self._clock.now()
+        caused = Caused()
+        for envelope in envelopes:
+            data = envelope.data
+            if isinstance(data, LeadReceived):
+                await self._enqueue(connection, data, caused, now)
+            elif isinstance(data, LeadDuplicate) and data.action == "merged":
+                await self._merge(connection, data.lead, caused, now)
+            elif isinstance(data, LeadOptedOut) and data.channel in ("call", "all"):
+                await self._opt_out(connection, data, now)
+            elif isinstance(data, DncUpdated) and envelope.source != EVENT_SOURCE:
+                if data.listed:
+                    added = await repository.list_phones(
+                        connection, [data.phone], "dnc.updated", now
+                    )
+                    await self._hold_listed(connection, added, now)
+                else:
+                    await repository.unlist_phone(connection, data.phone)
+        await self._write_events(connection, caused, now)
+        # The consumer commits; the relay picks the events up on its next pass.
+        self._on_commit()
+
+    async def _enqueue(
+        self,
+        connection: Connection,
+        snapshot: LeadSnapshot,
+        caused: Caused,
+        now: dt.datetime,
+    ) -> None:
+        pool_name = await repository.route_for(
+            connection, snapshot.source, snapshot.campaign
+        )
+        rules = await self._pool_rules(connection, pool_name)
+        lead = Lead(
+            lead_id=snapshot.lead_id,
+            pool=pool_name,
+            source=snapshot.source,
+            campaign=snapshot.campaign,
+            first_name=snapshot.first_name,
+            last_name=snapshot.last_name,
+            phone=snapshot.phone,
+            email=snapshot.email,
+            country=snapshot.country,
+            region=snapshot.region,
+            timezones=list(snapshot.timezones)
+            or ([snapshot.timezone] if snapshot.timezone else []),
+            received_at=snapshot.received_at,
+            queued_at=now,
+            state="waiting",
+            attempts=0,
+            call_target=rules.call_target,
+            last_call_at=None,
+            recent_calls=[],
+            due_at=now,
+            closes_at=now,
+            wait_reason=None,
+            priority_class=NEVER_CALLED,
+            planned_at=now,
+            planned_slot=slot_of(now),
+            weight=rules.weight_of(snapshot.source),
+            callback_at=None,
+            reserved_agent=None,
+            reserved_until=None,
+            lease_id=None,
+            leased_agent=None,
+            lease_expires_at=None,
+            ended_at=None,
+            updated_at=now,
+        )
+        reason = _not_callable_reason(snapshot)
+        if reason is not None:
+            lead.state, lead.wait_reason, lead.ended_at = "not_callable", reason, now
+        else:
+            if snapshot.dnc and snapshot.phone:
+                await repository.list_phones(
+                    connection, [snapshot.phone], "intake", now
+                )
+            await self._schedule(connection, lead, caused, now, phone_calls=[])
+            if lead.phone and await repository.dnc_entry(connection, lead.phone):
+                lead.state, lead.wait_reason = "waiting", "dnc"
+                lead.due_at = lead.closes_at = FOREVER
+        if not await repository.insert_lead(connection, lead):
+            caused.events.clear() if False else None
+            return
+        if lead.state in QUEUED:
+            caused.emit(
+                LeadQueued(
+                    lead_id=lead.lead_id,
+                    pool=pool_name,
+                    source=lead.source,
+                    campaign=lead.campaign,
+                    call_target=lead.call_target,
+                    due_at=lead.due_at,
+                    queued_at=now,
+                ),
+                lead.lead_id,
+                now,
+            )
+        logger.debug(
+            "lead.queued lead_id=%s pool=%s state=%s",
+            lead.lead_id,
+            pool_name,
+            lead.state,
+        )
+
+    async def _merge(
+        self,
+        connection: Connection,
+        snapshot: LeadSnapshot,
+        caused: Caused,
+        now: dt.datetime,
+    ) -> None:
+        lead = await repository.lead(connection, snapshot.lead_id, for_update=True)
+        if lead is None:
+            return
+        lead.first_name, lead.last_name = snapshot.first_name, snapshot.last_name
+        lead.email, lead.country, lead.region = (
+            snapshot.email,
+            snapshot.country,
+            snapshot.region,
+        )
+        lead.timezones = list(snapshot.timezones) or lead.timezones
+        if snapshot.phone and snapshot.phone != lead.phone:
+            lead.phone = snapshot.phone
+            await connection.execute(
+                "INSERT INTO phones (phone) VALUES ($1) ON CONFLICT DO NOTHING",
+                snapshot.phone,
+            )
+        if lead.state in QUEUED and lead.wait_reason != "dnc":
+            await self._schedule(connection, lead, caused, now)
+        lead.updated_at = now
+        await repository.save_lead(connection, lead)
+
+    async def _opt_out(
+        self, connection: Connection, data: LeadOptedOut, now: dt.datetime
+    ) -> None:
+        lead = await repository.lead(connection, data.lead_id, for_update=True)
+        if data.phone:
+            await repository.list_phones(connection, [data.phone], "opted out", now)
+        if lead is None or lead.state in repository.TERMINAL_STATES:
+            return
+        if lead.lease_id is not None:
+            await repository.end_lease(
+                connection, lead.lease_id, reason="expired", now=now
+            )
+        _clear_lease(lead)
+        lead.state, lead.ended_at, lead.wait_reason = "opted_out", now, None
+        lead.updated_at = now
+        await repository.save_lead(connection, lead)
+
+    # --- reads ------------------------------------------------------------
+
+    async def lead_view(self, lead_id: uuid.UUID) -> dict[str, Any]:
+        async with self._pool.acquire() as connection:
+            lead = await repository.lead(connection, lead_id)
+            if lead is None:
+                raise UnknownLead(f"lead {lead_id} is not in the queue")
+            calls, leases = await repository.history(connection, lead_id)
+        summary = _lead_summary(lead)
+        summary["history"] = {
+            "calls": [dict(row) for row in calls],
+            "leases": [dict(row) for row in leases],
+        }
+        return summary
+
+    async def eligibility(self, lead_id: uuid.UUID) -> dict[str, Any]:
+        """Why the lead is, or is not, being served right now."""
+        now = self._clock.now()
+        async with self._pool.acquire() as connection:
+            lead = await repository.lead(connection, lead_id)
+            if lead is None:
+                raise UnknownLead(f"lead {lead_id} is not in the queue")
+            rules = await self._pool_rules(connection, lead.pool)
+            number = (
+                await repository.phone(connection, lead.phone) if lead.phone else None
+            )
+            listed = (
+                await repository.dnc_entry(connection, lead.phone)
+                if lead.phone
+                else None
+            )
+            excluded = await repository.excluded_agents(connection, lead_id)
+        reasons = _blocking_reasons(lead, rules, number, listed, now)
+        return {
+            "lead_id": lead.lead_id,
+            "pool": lead.pool,
+            "state": lead.state,
+            "eligible": not reasons,
+            "reasons": reasons,
+            "excluded_agents": excluded,
+            "at": now,
+        }
+
+    # --- helpers ----------------------------------------------------------
+
+    async def _write_events(
+        self, connection: Connection, caused: Caused, now: dt.datetime
+    ) -> None:
+        from shared.outbox import add_events
+
+        await add_events(connection, caused.events, now_ts=now)
+
+    def _committed(self, caused: Caused) -> None:
+        if caused.events:
+            self._on_commit()
+        for count in caused.after_commit:
+            count()
+
+
+def _required(value: Any) -> Any:
+    assert value is not None
+    return value
+
+
+def _rolling(caps: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(caps, lifetime=None)
+
+
+def _clear_lease(lead: Lead) -> None:
+    lead.lease_id = lead.leased_agent = lead.lease_expires_at = None
+
+
+def _facts(
+    lead: Lead, phone_calls: Sequence[dt.datetime], number: asyncpg.Record | None
+) -> LeadFacts:
+    return LeadFacts(
+        attempts=lead.attempts,
+        queued_at=lead.queued_at,
+        last_call_at=lead.last_call_at,
+        recent_calls=lead.recent_calls,
+        phone_calls=phone_calls,
+        phone_lifetime_calls=number["lifetime_calls"] if number else 0,
+        timezones=lead.timezones,
+        country=lead.country,
+        region=lead.region,
+        callback_at=lead.callback_at,
+    )
+
+
+def _not_callable_reason(snapshot: LeadSnapshot) -> str | None:
+    if not snapshot.phone:
+        return "no_phone"
+    if not snapshot.consent.call:
+        return "no_call_consent"
+    return None
+
+
+def _e164(number: str, field_name: str) -> str:
+    try:
+        parsed = phonenumbers.parse(number, None if number.startswith("+") else "US")
+    except phonenumbers.NumberParseException:
+        raise _invalid(field_name, f"{number!r} is not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise _invalid(field_name, f"{number!r} is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _pool_out(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "rules": PoolRules.model_validate(row["rules"]).model_dump(mode="json"),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _minutes(delta: dt.timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+def _why_chosen(lead: Lead, now: dt.datetime) -> dict[str, Any]:
+    """The explanation shown with a lease (agents trust a queue that says why)."""
+    if lead.priority_class == NEVER_CALLED:
+        waited = now - lead.queued_at
+        return {
+            "code": "new_lead",
+            "message": "new lead, never called, waiting "
+            f"{int(waited.total_seconds())} s",
+            "waiting_seconds": waited.total_seconds(),
+        }
+    if lead.priority_class == CALLBACK and lead.callback_at is not None:
+        return {
+            "code": "callback_due",
+            "message": f"callback asked for {lead.callback_at.isoformat()}",
+            "callback_at": lead.callback_at,
+        }
+    behind = now - lead.planned_at
+    if behind >= dt.timedelta(minutes=1):
+        return {
+            "code": "behind_cadence",
+            "message": f"behind cadence by {_minutes(behind)} minutes "
+            f"(attempt {lead.attempts + 1} was planned for "
+            f"{lead.planned_at.isoformat()})",
+            "behind_seconds": behind.total_seconds(),
+        }
+    return {
+        "code": "cadence_due",
+        "message": f"attempt {lead.attempts + 1} is due by cadence",
+        "behind_seconds": max(behind.total_seconds(), 0.0),
+    }
+
+
+def _lead_summary(lead: Lead) -> dict[str, Any]:
+    queued = lead.state in QUEUED
+    return {
+        "lead_id": lead.lead_id,
+        "pool": lead.pool,
+        "state": lead.state,
+        "source": lead.source,
+        "campaign": lead.campaign,
+        "attempts": lead.attempts,
+        "call_target": lead.call_target,
+        "next_due_at": lead.due_at if queued and lead.due_at < FOREVER else None,
+        "wait_reason": lead.wait_reason,
+        "callback_at": lead.callback_at,
+        "lease": (
+            {
+                "lease_id": lead.lease_id,
+                "agent_id": lead.leased_agent,
+                "expires_at": lead.lease_expires_at,
+            }
+            if lead.lease_id
+            else None
+        ),
+        "received_at": lead.received_at,
+        "queued_at": lead.queued_at,
+        "last_call_at": lead.last_call_at,
+        "ended_at": lead.ended_at,
+    }
+
+
+def _blocking_reasons(
+    lead: Lead,
+    rules: PoolRules,
+    number: asyncpg.Record | None,
+    listed: asyncpg.Record | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Every reason the lead cannot be leased now, each with when it ends."""
+    if lead.state in repository.TERMINAL_STATES:
+        return [
+            {
+                "code": lead.state,
+                "message": f"the lead is {lead.state.replace('_', ' ')}"
+                + (f" ({lead.wait_reason})" if lead.wait_reason else ""),
+                "until": None,
+            }
+        ]
+    reasons: list[dict[str, Any]] = []
+    if listed is not None:
+        reasons.append(
+            {
+                "code": "on_dnc",
+                "message": f"{lead.phone} is on the do-not-call list "
+                f"({listed['reason']})",
+                "until": None,
+            }
+        )
+    if lead.state == "leased":
+        reasons.append(
+            {
+                "code": "leased",
+                "message": f"leased to agent {lead.leased_agent}",
+                "agent_id": lead.leased_agent,
+                "until": lead.lease_expires_at,
+            }
+        )
+        return reasons
+    facts = _facts(lead, number["recent_calls"] if number else [], number)
+    due = cadence_due(facts, rules)
+    if due > now:
+        reasons.append(
+            {
+                "code": "cadence_gap",
+                "message": f"attempt {lead.attempts + 1} may not be made before "
+                f"{due.isoformat()} (cadence)",
+                "until": due,
+            }
+        )
+    if lead.callback_at is not None and lead.callback_at > now:
+        reasons.append(
+            {
+                "code": "callback_scheduled",
+                "message": f"callback asked for {lead.callback_at.isoformat()}",
+                "until": lead.callback_at,
+            }
+        )
+    if (
+        lead.reserved_agent
+        and lead.reserved_until
+        and lead.reserved_until > now
+        and (lead.callback_at is None or lead.callback_at <= now)
+    ):
+        reasons.append(
+            {
+                "code": "reserved",
+                "message": f"callback reserved for agent {lead.reserved_agent}",
+                "agent_id": lead.reserved_agent,
+                "until": lead.reserved_until,
+            }
+        )
+    _, legal_caps, _ = rules_for(lead.country, lead.region)
+    caps = rules.caps.as_frequency_caps().stricter(legal_caps)
+    zones = zones_of(facts, rules)
+    for calls, whose in ((lead.recent_calls, "lead"), (facts.phone_calls, "number")):
+        free = cap_free_at(now, calls, _rolling(caps), zones[0])
+        if free is not None and free > now:
+            reasons.append(
+                {
+                    "code": "cap_reached",
+                    "message": f"the {whose}'s call cap is reached",
+                    "until": free,
+                }
+            )
+    if number is not None and number["leased_until"] and number["leased_until"] > now:
+        reasons.append(
+            {
+                "code": "number_on_lease",
+                "message": "another lead with this number is on an open lease",
+                "until": number["leased_until"],
+            }
+        )
+    legal_hours, _, _ = rules_for(lead.country, lead.region)
+    window = callable_window(
+        now, zones, rules.calling_hours.as_calling_hours(), legal_hours
+    )
+    if window is None:
+        reasons.append(
+            {
+                "code": "no_calling_window",
+                "message": "no calling window opens in every zone "
+                f"({', '.join(zones)}) within two weeks",
+                "until": None,
+            }
+        )
+    elif window[0] > now:
+        reasons.append(
+            {
+                "code": "outside_calling_hours",
+                "message": f"outside calling hours in {', '.join(zones)}",
+                "until": window[0],
+            }
+        )
+    if not reasons and lead.state == "waiting":
+        reasons.append(
+            {
+                "code": "scheduler_pending",
+                "message": "due; the scheduler's next pass makes it ready",
+                "until": lead.due_at,
+            }
+        )
+    return reasons
