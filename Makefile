@@ -36,6 +36,7 @@ fmt: install
 ## make bench: every benchmark under bench/, each beside its baseline.
 bench: install
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/queue.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info
