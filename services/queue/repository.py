@@ -101,7 +101,7 @@ async def pool(connection: Connection, name: str) -> asyncpg.Record | None:
 async def save_pool(
     connection: Connection, name: str, rules: dict[str, Any], now: dt.datetime
 ) -> asyncpg.Record:
-    return await connection.fetchrow(
+    row = await connection.fetchrow(
         """
         INSERT INTO pools (name, rules, created_at, updated_at)
         VALUES ($1, $2, $3, $3)
@@ -112,6 +112,8 @@ async def save_pool(
         rules,
         now,
     )
+    assert row is not None
+    return row
 
 
 async def missing_pools(connection: Connection, names: Sequence[str]) -> list[str]:
@@ -262,6 +264,62 @@ async def lead(
         f"SELECT {LEAD_COLUMNS} FROM leads WHERE lead_id = $1 {lock}", lead_id
     )
     return Lead.from_record(record) if record else None
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What recording an outcome reads, fetched (and the lead locked) at once."""
+
+    lead: Lead
+    phone: dict[str, Any] | None
+    team: str | None
+    agent_attempts: int
+
+
+async def call_context(
+    connection: Connection, lease_id: uuid.UUID
+) -> CallContext | None:
+    """The leased lead (locked), its number's history, the agent's team and
+    the agent's attempts on this lead; None when no open lease has this id.
+
+    The number's row is not locked: the lease holds the number, and the call
+    statement merges its history rather than overwriting it.
+    """
+    record = await connection.fetchrow(
+        f"""
+        SELECT {_PREFIXED},
+               p.phone AS number, p.recent_calls AS number_recent_calls,
+               p.lifetime_calls AS number_lifetime_calls,
+               p.leased_until AS number_leased_until,
+               p.blocked_until AS number_blocked_until,
+               a.team AS agent_team, coalesce(per_agent.attempts, 0) AS agent_attempts
+        FROM leads l
+        LEFT JOIN phones p ON p.phone = l.phone
+        LEFT JOIN agents a ON a.agent_id = l.leased_agent
+        LEFT JOIN lead_agents per_agent
+            ON per_agent.lead_id = l.lead_id AND per_agent.agent_id = l.leased_agent
+        WHERE l.lease_id = $1
+        FOR UPDATE OF l
+        """,
+        lease_id,
+    )
+    if record is None:
+        return None
+    phone_state = None
+    if record["number"] is not None:
+        phone_state = {
+            "phone": record["number"],
+            "recent_calls": record["number_recent_calls"],
+            "lifetime_calls": record["number_lifetime_calls"],
+            "leased_until": record["number_leased_until"],
+            "blocked_until": record["number_blocked_until"],
+        }
+    return CallContext(
+        lead=Lead.from_record(record),
+        phone=phone_state,
+        team=record["agent_team"],
+        agent_attempts=record["agent_attempts"],
+    )
 
 
 async def lead_by_lease(connection: Connection, lease_id: uuid.UUID) -> Lead | None:
@@ -538,7 +596,13 @@ WITH lead AS (
             excluded_reason = coalesce(lead_agents.excluded_reason,
                                        excluded.excluded_reason)
 ), phone AS (
-    UPDATE phones SET recent_calls = ${_CALL_FIRST + 12},
+    -- Merged, not overwritten: a call logged for another lead with this
+    -- number may have added to the history meanwhile.
+    UPDATE phones SET recent_calls = ARRAY(
+            SELECT DISTINCT called FROM unnest(
+                phones.recent_calls || ${_CALL_FIRST + 12}::timestamptz[]) AS called
+            WHERE called > ${_CALL_FIRST + 10}::timestamptz - interval '50 hours'
+            ORDER BY called),
         lifetime_calls = lifetime_calls + 1,
         blocked_until = ${_CALL_FIRST + 13},
         leased_until = CASE WHEN ${_CALL_FIRST + 1}::uuid IS NOT NULL
@@ -713,15 +777,21 @@ async def expired_leases(
     return [Lead.from_record(record) for record in records]
 
 
-async def mark_pool_for_replanning(connection: Connection, pool_name: str) -> int:
-    """Every queued lead of the pool is re-planned by the scheduler's next pass
-    (a window that has "closed" is how the scheduler finds them)."""
+async def mark_pool_for_replanning(
+    connection: Connection, pool_name: str, call_target: int
+) -> int:
+    """Every queued lead of the pool takes the pool's target and is re-planned
+    by the scheduler's next pass (a window that has "closed" is how the
+    scheduler finds them). Leads held for the DNC list stay held."""
     result = await connection.execute(
         """
-        UPDATE leads SET closes_at = '-infinity'
+        UPDATE leads SET call_target = $2,
+            closes_at = CASE WHEN wait_reason = 'dnc' THEN closes_at
+                             ELSE '-infinity' END
         WHERE pool = $1 AND state IN ('waiting', 'ready')
         """,
         pool_name,
+        call_target,
     )
     return int(result.split()[-1])
 

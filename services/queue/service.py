@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,9 @@ from shared.events import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: A phone number's row: as fetched, or as the outcome path's joined read.
+PhoneRow = Mapping[str, Any] | asyncpg.Record
 
 EVENT_SOURCE = "redial/queue"
 #: A lead held off the queue while its number is on the DNC list waits "forever".
@@ -220,7 +223,9 @@ class QueueService:
                 connection, name, rules.model_dump(mode="json"), now
             )
             if not row["created"]:
-                replanned = await repository.mark_pool_for_replanning(connection, name)
+                replanned = await repository.mark_pool_for_replanning(
+                    connection, name, rules.call_target
+                )
                 logger.info("pool.updated pool=%s replanning=%d", name, replanned)
         self._rules[name] = rules
         return _pool_out(row), bool(row["created"])
@@ -448,6 +453,7 @@ class QueueService:
         assert lead is not None
         assert lead.phone is not None
         number = await repository.phone(connection, lead.phone)
+        assert number is not None
         until = max(
             (t for t in (number["leased_until"], number["blocked_until"]) if t),
             default=now,
@@ -464,10 +470,11 @@ class QueueService:
         self._check_callback(outcome, now)
         caused = Caused()
         async with self._pool.acquire() as connection, connection.transaction():
-            lead = await repository.lead_by_lease(connection, lease_id)
-            if lead is None:
+            context = await repository.call_context(connection, lease_id)
+            if context is None:
                 await self._refuse_lease(connection, lease_id)
-            assert lead is not None
+            assert context is not None
+            lead = context.lead
             assert lead.leased_agent is not None
             if _required(lead.lease_expires_at) <= now:
                 raise LeaseExpired(
@@ -477,20 +484,20 @@ class QueueService:
                     f"POST /v1/leads/{lead.lead_id}/calls",
                     lead_id=str(lead.lead_id),
                 )
-            agent = await repository.agent(connection, lead.leased_agent)
-            team = agent["team"] if agent else None
             result = await self._apply_call(
                 connection,
                 lead,
                 caused,
                 disposition=outcome.disposition,
                 agent_id=lead.leased_agent,
-                team=team,
+                team=context.team,
                 duration=outcome.duration_seconds,
                 called_at=now,
                 callback_at=outcome.callback_at,
                 lease_id=lease_id,
                 now=now,
+                number=context.phone,
+                agent_attempts=context.agent_attempts,
             )
         self._committed(caused)
         return result
@@ -572,12 +579,22 @@ class QueueService:
         callback_at: dt.datetime | None,
         lease_id: uuid.UUID | None,
         now: dt.datetime,
+        number: PhoneRow | None = None,
+        agent_attempts: int | None = None,
     ) -> dict[str, Any]:
+        """Counts the attempt and applies the disposition. ``number`` and
+        ``agent_attempts`` are read here unless the caller fetched them."""
         rules = await self._pool_rules(connection, lead.pool)
-        number = await repository.phone(connection, lead.phone) if lead.phone else None
+        if number is None and lead.phone:
+            number = await repository.phone(connection, lead.phone)
+        if agent_attempts is None and agent_id is not None:
+            agent_attempts = await repository.agent_attempts(
+                connection, lead.lead_id, agent_id
+            )
         effect = EFFECTS[disposition]
         pool_at_call = lead.pool
         lead.attempts += 1
+        attempt = lead.attempts
         lead.last_call_at = max(called_at, lead.last_call_at or called_at)
         lead.recent_calls = recent([*lead.recent_calls, called_at], now)
         _clear_lease(lead)
@@ -619,8 +636,8 @@ class QueueService:
                 lead.reserved_until = callback_at + dt.timedelta(
                     seconds=rules.callback_hold_seconds
                 )
-            exclude_reason = await self._recycle_reason(
-                connection, lead, rules, effect.exclude_agent, agent_id
+            exclude_reason = _recycle_reason(
+                rules, effect.exclude_agent, agent_id, agent_attempts or 0
             )
             if exclude_reason is not None:
                 caused.emit(
@@ -628,7 +645,7 @@ class QueueService:
                         lead_id=lead.lead_id,
                         pool=lead.pool,
                         from_agent_id=agent_id,
-                        reason=exclude_reason,  # type: ignore[arg-type]
+                        reason=exclude_reason,
                         recycled_at=now,
                     ),
                     lead.lead_id,
@@ -646,7 +663,7 @@ class QueueService:
                 lease_id=lease_id,
                 agent_id=agent_id,
                 pool=pool_at_call,
-                attempt=lead.attempts if lead.pool == pool_at_call else 0,
+                attempt=attempt,
                 disposition=disposition,
                 duration_seconds=duration,
                 called_at=called_at,
@@ -666,30 +683,12 @@ class QueueService:
         )
         return _lead_summary(lead)
 
-    async def _recycle_reason(
-        self,
-        connection: Connection,
-        lead: Lead,
-        rules: PoolRules,
-        not_interested: bool,
-        agent_id: str | None,
-    ) -> str | None:
-        if agent_id is None:
-            return None
-        if not_interested:
-            return "not_interested"
-        if rules.agent_attempt_limit is not None:
-            made = await repository.agent_attempts(connection, lead.lead_id, agent_id)
-            if made + 1 >= rules.agent_attempt_limit:
-                return "agent_attempt_limit"
-        return None
-
     def _phone_blocked_until(
         self,
         lead: Lead,
         rules: PoolRules,
         phone_calls: list[dt.datetime],
-        number: asyncpg.Record | None,
+        number: PhoneRow | None,
         now: dt.datetime,
     ) -> dt.datetime | None:
         if number is None:
@@ -719,7 +718,7 @@ class QueueService:
                     pool=lead.pool,
                     agent_id=agent_id,
                     attempt=lead.attempts,
-                    disposition=disposition,  # type: ignore[arg-type]
+                    disposition=disposition,
                     converted_at=now,
                 ),
                 lead.lead_id,
@@ -803,10 +802,14 @@ class QueueService:
         now: dt.datetime,
         *,
         phone_calls: Sequence[dt.datetime] | None = None,
-        number: asyncpg.Record | None = None,
+        number: PhoneRow | None = None,
     ) -> None:
         """Re-plans a queued lead; may exhaust it (lifetime cap reached)."""
         rules = await self._pool_rules(connection, lead.pool)
+        if lead.attempts >= lead.call_target:
+            # The pool's target was lowered below what this lead has had.
+            await self._exhaust_final(lead, caused, now, reason="call_target")
+            return
         if phone_calls is None:
             if number is None and lead.phone:
                 number = await repository.phone(connection, lead.phone)
@@ -815,7 +818,7 @@ class QueueService:
         planned = plan(facts, rules, now)
         if planned.state == "exhausted":
             lead.attempts = max(lead.attempts, 0)
-            await self._exhaust_final(lead, caused, now)
+            await self._exhaust_final(lead, caused, now, reason="lifetime_cap")
             return
         lead.state = planned.state
         lead.due_at, lead.closes_at = planned.due_at, planned.closes_at
@@ -826,7 +829,7 @@ class QueueService:
         lead.updated_at = now
 
     async def _exhaust_final(
-        self, lead: Lead, caused: Caused, now: dt.datetime
+        self, lead: Lead, caused: Caused, now: dt.datetime, *, reason: str
     ) -> None:
         caused.emit(
             LeadExhausted(
@@ -839,7 +842,7 @@ class QueueService:
             lead.lead_id,
             now,
         )
-        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, "lifetime_cap"
+        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, reason
 
     # --- releases and expiry ----------------------------------------------
 
@@ -896,7 +899,7 @@ class QueueService:
                 lead_id=lead.lead_id,
                 pool=lead.pool,
                 from_agent_id=agent_id,
-                reason=reason,  # type: ignore[arg-type]
+                reason=reason,
                 recycled_at=now,
             ),
             lead.lead_id,
@@ -1184,8 +1187,7 @@ class QueueService:
                 lead.state, lead.wait_reason = "waiting", "dnc"
                 lead.due_at = lead.closes_at = FOREVER
         if not await repository.insert_lead(connection, lead):
-            caused.events.clear() if False else None
-            return
+            return  # known already: a redelivered or replayed event
         if lead.state in QUEUED:
             caused.emit(
                 LeadQueued(
@@ -1243,9 +1245,13 @@ class QueueService:
             await repository.list_phones(connection, [data.phone], "opted out", now)
         if lead is None or lead.state in repository.TERMINAL_STATES:
             return
-        if lead.lease_id is not None:
+        if lead.lease_id is not None and lead.leased_agent is not None:
+            # The call in progress ends with the lease; the agent is free.
             await repository.end_lease(
-                connection, lead.lease_id, reason="expired", now=now
+                connection, lead.lease_id, reason="withdrawn", now=now
+            )
+            await repository.set_agent_status(
+                connection, lead.leased_agent, "available", now
             )
         _clear_lease(lead)
         lead.state, lead.ended_at, lead.wait_reason = "opted_out", now, None
@@ -1322,12 +1328,26 @@ def _rolling(caps: Any) -> Any:
     return replace(caps, lifetime=None)
 
 
+def _recycle_reason(
+    rules: PoolRules, not_interested: bool, agent_id: str | None, made: int
+) -> str | None:
+    """Why the calling agent should not get the lead again, if so."""
+    if agent_id is None:
+        return None
+    if not_interested:
+        return "not_interested"
+    limit = rules.agent_attempt_limit
+    if limit is not None and made + 1 >= limit:
+        return "agent_attempt_limit"
+    return None
+
+
 def _clear_lease(lead: Lead) -> None:
     lead.lease_id = lead.leased_agent = lead.lease_expires_at = None
 
 
 def _facts(
-    lead: Lead, phone_calls: Sequence[dt.datetime], number: asyncpg.Record | None
+    lead: Lead, phone_calls: Sequence[dt.datetime], number: PhoneRow | None
 ) -> LeadFacts:
     return LeadFacts(
         attempts=lead.attempts,
@@ -1438,7 +1458,7 @@ def _lead_summary(lead: Lead) -> dict[str, Any]:
 def _blocking_reasons(
     lead: Lead,
     rules: PoolRules,
-    number: asyncpg.Record | None,
+    number: PhoneRow | None,
     listed: asyncpg.Record | None,
     now: dt.datetime,
 ) -> list[dict[str, Any]]:

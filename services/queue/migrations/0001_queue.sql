@@ -147,7 +147,9 @@ CREATE TABLE leases (
     leased_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
     ended_at timestamptz,
-    end_reason text CHECK (end_reason IN ('outcome', 'released', 'expired')),
+    -- withdrawn: the lead opted out (or left the queue) during the lease.
+    end_reason text
+        CHECK (end_reason IN ('outcome', 'released', 'expired', 'withdrawn')),
     disposition text
 );
 
