@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Annotated, Any
 
@@ -112,16 +113,21 @@ async def next_lead(request: Request, agent: AgentName) -> Response:
     return JsonResponse(_lease_body(leased))
 
 
+def _iso(when: dt.datetime) -> str:
+    """UTC with a ``Z``, as every other answer writes times."""
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def _lease_body(leased: NextLead) -> dict[str, Any]:
     lead = leased.lead
     return {
         "lease_id": str(leased.lease_id),
-        "expires_at": leased.expires_at.isoformat(),
+        "expires_at": _iso(leased.expires_at),
         "pool": leased.pool,
         "attempt": leased.attempt,
         "call_target": leased.call_target,
         "reason": {
-            key: value.isoformat() if hasattr(value, "isoformat") else value
+            key: _iso(value) if isinstance(value, dt.datetime) else value
             for key, value in leased.reason.items()
         },
         "lead": {
@@ -181,7 +187,9 @@ async def put_dnc(
     request: Request, phone: str, response: Response, body: DncIn | None = None
 ) -> dict[str, Any]:
     """Put a number on the do-not-call list (checked at every lease)."""
-    added = await _service(request).list_dnc([phone], (body or DncIn()).reason)
+    added, _ = await _service(request).list_dnc(
+        [phone], (body or DncIn()).reason, field_name="phone"
+    )
     response.status_code = status.HTTP_201_CREATED if added else status.HTTP_200_OK
     return await _service(request).dnc_entry(phone)
 
@@ -189,8 +197,8 @@ async def put_dnc(
 @router.post("/dnc", responses=_errors(422))
 async def post_dnc(request: Request, body: DncBulkIn) -> dict[str, Any]:
     """Bulk load: every number valid, or none is listed."""
-    added = await _service(request).list_dnc(body.phones, body.reason)
-    return {"listed": added, "already_listed": len(set(body.phones)) - added}
+    added, already = await _service(request).list_dnc(body.phones, body.reason)
+    return {"listed": added, "already_listed": already}
 
 
 @router.get("/dnc/{phone}", responses=_errors(404, 422))

@@ -457,8 +457,14 @@ WITH agent AS (
     SELECT lead_id FROM best WHERE NOT EXISTS (SELECT 1 FROM own_callback)
     LIMIT 1
 ), lease_length AS (
-    -- A pool this process has not seen yet gets the default lease length.
+    -- The pool's row decides, so every copy of the service agrees as soon as a
+    -- pool is created or changed (a copy's cached rules lag until its next
+    -- scheduler pass); a row stored without the rule (the migration's default
+    -- pool) falls back to this process's rules, then to the default length.
     SELECT coalesce(
+        (SELECT (p.rules ->> 'lease_seconds')::float8
+         FROM pools p, leads l, chosen
+         WHERE l.lead_id = chosen.lead_id AND p.name = l.pool),
         (SELECT length.seconds
          FROM unnest($4::text[], $5::float8[]) AS length(pool, seconds), leads l,
               chosen
@@ -806,7 +812,8 @@ async def list_phones(
     rows = await connection.fetch(
         """
         INSERT INTO dnc (phone, listed_at, reason)
-        SELECT DISTINCT unnest($1::text[]), $2, $3
+        -- DISTINCT resolves untyped parameters as text: cast them.
+        SELECT DISTINCT unnest($1::text[]), $2::timestamptz, $3::text
         ON CONFLICT (phone) DO NOTHING
         RETURNING phone
         """,

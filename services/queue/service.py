@@ -778,6 +778,8 @@ class QueueService:
     ) -> None:
         rules = await self._pool_rules(connection, pool_name)
         lead.pool = pool_name
+        # The new pool's cadence counts from the move, like a new arrival's.
+        lead.queued_at = now
         lead.call_target = max(rules.call_target, lead.attempts + 1)
         lead.weight = rules.weight_of(lead.source)
         caused.emit(
@@ -1044,10 +1046,16 @@ class QueueService:
 
     # --- do-not-call ------------------------------------------------------
 
-    async def list_dnc(self, numbers: Sequence[str], reason: str) -> int:
-        """Puts numbers on the DNC list; returns how many were new."""
+    async def list_dnc(
+        self, numbers: Sequence[str], reason: str, *, field_name: str | None = None
+    ) -> tuple[int, int]:
+        """Puts numbers on the DNC list; returns how many distinct numbers were
+        new and how many were listed already (counted after normalizing, so
+        two spellings of one number are one). A bad number is named
+        ``phones[i]``, or ``field_name`` when one is given."""
         phones = [
-            _e164(number, f"phones[{index}]") for index, number in enumerate(numbers)
+            _e164(number, field_name or f"phones[{index}]")
+            for index, number in enumerate(numbers)
         ]
         now = self._clock.now()
         caused = Caused()
@@ -1060,7 +1068,7 @@ class QueueService:
                 )
             await self._write_events(connection, caused, now)
         self._committed(caused)
-        return len(added)
+        return len(added), len(set(phones)) - len(added)
 
     async def unlist_dnc(self, number: str) -> None:
         phone = _e164(number, "phone")
