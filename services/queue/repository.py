@@ -614,6 +614,13 @@ WITH lead AS (
         leased_until = CASE WHEN ${_CALL_FIRST + 1}::uuid IS NOT NULL
                             THEN NULL ELSE leased_until END
     WHERE phone = ${_CALL_FIRST + 14}
+), siblings AS (
+    -- Other queued leads with this number are re-planned by the scheduler's
+    -- next pass, against their own pool's caps and the number's new history;
+    -- meanwhile next-lead skips them (their window reads as closed).
+    UPDATE leads SET closes_at = '-infinity'
+    WHERE phone = ${_CALL_FIRST + 14} AND lead_id <> $1
+      AND state IN ('waiting', 'ready') AND wait_reason IS DISTINCT FROM 'dnc'
 ), listed AS (
     INSERT INTO dnc (phone, listed_at, reason)
     SELECT ${_CALL_FIRST + 14}, ${_CALL_FIRST + 10}, 'dnc disposition'

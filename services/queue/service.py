@@ -914,6 +914,11 @@ class QueueService:
         """Runs a scheduler pass if the last one is older than ``tick_seconds``
         by the clock (so a test that moves the clock sees its effect)."""
         if not self._tick_due():
+            if self._tick_lock.locked():
+                # A pass for this very moment is running: wait for what it
+                # promotes or reaps, rather than lease from before it.
+                async with self._tick_lock:
+                    pass
             return
         async with self._tick_lock:
             if self._tick_due():
@@ -1190,7 +1195,9 @@ class QueueService:
                 await repository.list_phones(
                     connection, [snapshot.phone], "intake", now
                 )
-            await self._schedule(connection, lead, caused, now, phone_calls=[])
+            # The number may already have calls (another lead, another pool):
+            # its caps count them, so the plan reads them from its row.
+            await self._schedule(connection, lead, caused, now)
             if lead.phone and await repository.dnc_entry(connection, lead.phone):
                 lead.state, lead.wait_reason = "waiting", "dnc"
                 lead.due_at = lead.closes_at = FOREVER
