@@ -54,6 +54,20 @@ def _read_welcome(launcher: subprocess.Popen[str]) -> str:
     return "".join(lines)
 
 
+async def _queued(queue_url: str, lead_id: str) -> dict[str, object]:
+    """The lead as the queue shows it, once its consumer has routed it (the
+    consumer's first group join on Tansu can take several seconds)."""
+    async with httpx.AsyncClient(base_url=queue_url) as http:
+        async with asyncio.timeout(90):
+            while True:
+                answer = await http.get(f"/v1/leads/{lead_id}")
+                if answer.status_code == 200:
+                    document: dict[str, object] = answer.json()
+                    return document
+                assert answer.status_code == 404, answer.text
+                await asyncio.sleep(0.2)
+
+
 async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
@@ -80,6 +94,7 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         assert "demo source API key: rdl_demo_for_the_launcher_test" in welcome
         intake_url = f"http://127.0.0.1:{8001 + offset}"
         assert intake_url in welcome
+        assert f"http://127.0.0.1:{8002 + offset}" in welcome
         children = psutil.Process(launcher.pid).children(recursive=True)
 
         async with httpx.AsyncClient(base_url=intake_url) as http:
@@ -92,6 +107,10 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         lead_id = answer.json()["lead_id"]
         [event] = await events_about(f"127.0.0.1:{broker_port}", {lead_id}, count=1)
         assert event.type == "lead.received.v1"
+        queued = await _queued(f"http://127.0.0.1:{8002 + offset}", lead_id)
+        assert queued["pool"] == "default"
+        # Waiting or ready depends on the wall clock's hour in Florida.
+        assert queued["state"] in ("waiting", "ready")
 
         launcher.send_signal(signal.SIGINT)
         rest, _ = await asyncio.to_thread(launcher.communicate, timeout=60)
