@@ -790,6 +790,31 @@ async def expired_leases(
     return [Lead.from_record(record) for record in records]
 
 
+async def lapse_reservations(
+    connection: Connection, now: dt.datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Ends callback reservations whose hold has passed while the lead was
+    callable and not called; returns the leads and the agents they were for."""
+    return await connection.fetch(
+        """
+        WITH lapsed AS (
+            SELECT lead_id, reserved_agent FROM leads
+            WHERE reserved_until <= $1 AND state = 'ready'
+            ORDER BY reserved_until
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE leads SET reserved_agent = NULL, reserved_until = NULL,
+            updated_at = $1
+        FROM lapsed
+        WHERE leads.lead_id = lapsed.lead_id
+        RETURNING leads.lead_id, leads.pool, lapsed.reserved_agent AS agent_id
+        """,
+        now,
+        limit,
+    )
+
+
 async def mark_pool_for_replanning(
     connection: Connection, pool_name: str, call_target: int
 ) -> int:

@@ -828,6 +828,11 @@ class QueueService:
         lead.priority_class = planned.priority_class
         lead.planned_at, lead.planned_slot = planned.planned_at, planned.planned_slot
         lead.weight = rules.weight_of(lead.source)
+        if lead.reserved_agent is not None:
+            # The hold counts from when the callback can actually be made.
+            lead.reserved_until = planned.due_at + dt.timedelta(
+                seconds=rules.callback_hold_seconds
+            )
         lead.updated_at = now
 
     async def _exhaust_final(
@@ -954,7 +959,32 @@ class QueueService:
                 counts["reaped"] += reaped
                 if reaped < batch:
                     break
+            counts["stale"] = await self._lapse_reservations(connection, now, batch)
         return counts
+
+    async def _lapse_reservations(
+        self, connection: Connection, now: dt.datetime, batch: int
+    ) -> int:
+        """A callback its agent left unworked past the hold goes to everyone
+        (``lead.recycled`` with reason ``stale``)."""
+        caused = Caused()
+        async with connection.transaction():
+            lapsed = await repository.lapse_reservations(connection, now, batch)
+            for row in lapsed:
+                caused.emit(
+                    LeadRecycled(
+                        lead_id=row["lead_id"],
+                        pool=row["pool"],
+                        from_agent_id=row["agent_id"],
+                        reason="stale",
+                        recycled_at=now,
+                    ),
+                    row["lead_id"],
+                    now,
+                )
+            await self._write_events(connection, caused, now)
+        self._committed(caused)
+        return len(lapsed)
 
     async def _replan_closed(
         self, connection: Connection, now: dt.datetime, batch: int

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.events import Envelope, decode
+from shared.events import Envelope, LeadRecycled, decode
 from tests.conftest import unique_phone
 from tests.queue.conftest import Floor, next_local, unique
 
@@ -867,7 +867,7 @@ async def test_callback_is_scheduled_and_held_for_the_agent_who_took_it(
 
 
 async def test_callback_goes_to_other_agents_once_the_hold_ends(
-    floor: Floor,
+    floor: Floor, qdb: asyncpg.Connection
 ) -> None:
     pool = await floor.pool(callback_hold_seconds=600)
     [lead_id] = await floor.leads(pool)
@@ -884,6 +884,12 @@ async def test_callback_goes_to_other_agents_once_the_hold_ends(
     again = await lease(floor, other)
 
     assert again["lead"]["lead_id"] == str(lead_id)
+    stale = [
+        event.data
+        for event in await events(qdb, lead_id)
+        if isinstance(event.data, LeadRecycled)
+    ]
+    assert [(e.reason, e.from_agent_id) for e in stale] == [("stale", taker)]
 
 
 @pytest.mark.parametrize("disposition", ["appointment", "converted"])

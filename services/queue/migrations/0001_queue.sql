@@ -113,6 +113,9 @@ CREATE INDEX leads_ready_reserved ON leads (reserved_agent, due_at)
 CREATE INDEX leads_waiting_due ON leads (due_at) WHERE state = 'waiting';
 CREATE INDEX leads_window_closes ON leads (closes_at)
     WHERE state IN ('waiting', 'ready');
+-- Callback reservations whose hold has passed.
+CREATE INDEX leads_reserved_until ON leads (reserved_until)
+    WHERE reserved_agent IS NOT NULL;
 -- The reaper.
 CREATE INDEX leads_lease_expiry ON leads (lease_expires_at) WHERE state = 'leased';
 CREATE UNIQUE INDEX leads_lease ON leads (lease_id) WHERE lease_id IS NOT NULL;
