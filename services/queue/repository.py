@@ -21,6 +21,11 @@ from shared.db import Connection
 from shared.events import Envelope
 from shared.outbox import outbox_arguments, outbox_insert
 
+#: "Never", for a lead held off the queue (as in SQL below: asyncpg would read
+#: PostgreSQL's 'infinity' back as a naive datetime).
+FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+#: A window that has "closed" long ago: the scheduler's mark for re-planning.
+CLOSED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TERMINAL_STATES = ("converted", "exhausted", "invalid", "opted_out", "not_callable")
 STATES = ("waiting", "ready", "leased", *TERMINAL_STATES)
 
@@ -274,6 +279,8 @@ class CallContext:
     phone: dict[str, Any] | None
     team: str | None
     agent_attempts: int
+    #: The lead's number is on the DNC list (listed while it was on lease).
+    listed: bool
 
 
 async def call_context(
@@ -292,7 +299,8 @@ async def call_context(
                p.lifetime_calls AS number_lifetime_calls,
                p.leased_until AS number_leased_until,
                p.blocked_until AS number_blocked_until,
-               a.team AS agent_team, coalesce(per_agent.attempts, 0) AS agent_attempts
+               a.team AS agent_team, coalesce(per_agent.attempts, 0) AS agent_attempts,
+               EXISTS (SELECT 1 FROM dnc WHERE dnc.phone = l.phone) AS listed
         FROM leads l
         LEFT JOIN phones p ON p.phone = l.phone
         LEFT JOIN agents a ON a.agent_id = l.leased_agent
@@ -319,6 +327,7 @@ async def call_context(
         phone=phone_state,
         team=record["agent_team"],
         agent_attempts=record["agent_attempts"],
+        listed=record["listed"],
     )
 
 
@@ -424,6 +433,10 @@ WITH agent AS (
     SELECT l.lead_id FROM leads l, agent
     WHERE l.state = 'ready' AND l.reserved_agent = $1 AND l.closes_at > $2
       AND l.pool = ANY(agent.pools)
+      AND NOT EXISTS (
+          SELECT 1 FROM lead_agents excluded
+          WHERE excluded.lead_id = l.lead_id AND excluded.agent_id = $1
+            AND excluded.excluded_reason IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM dnc WHERE dnc.phone = l.phone)
     ORDER BY l.due_at
     LIMIT 1
@@ -611,14 +624,24 @@ WITH lead AS (
             ORDER BY called),
         lifetime_calls = lifetime_calls + 1,
         blocked_until = ${_CALL_FIRST + 13},
-        leased_until = CASE WHEN ${_CALL_FIRST + 1}::uuid IS NOT NULL
-                            THEN NULL ELSE leased_until END
+        leased_until = CASE
+            WHEN leased_until = (SELECT expires_at FROM leases
+                                 WHERE lease_id = ${_CALL_FIRST + 1}::uuid)
+            THEN NULL ELSE leased_until END
     WHERE phone = ${_CALL_FIRST + 14}
 ), siblings AS (
     -- Other queued leads with this number are re-planned by the scheduler's
     -- next pass, against their own pool's caps and the number's new history;
     -- meanwhile next-lead skips them (their window reads as closed).
-    UPDATE leads SET closes_at = '-infinity'
+    -- A dnc disposition holds them off the queue instead, as the list does.
+    UPDATE leads SET
+        closes_at = CASE WHEN ${_CALL_FIRST + 15}
+                         THEN '9999-01-01 00:00+00'::timestamptz
+                         ELSE '1970-01-01 00:00+00'::timestamptz END,
+        due_at = CASE WHEN ${_CALL_FIRST + 15} THEN '9999-01-01 00:00+00'::timestamptz
+                      ELSE due_at END,
+        state = CASE WHEN ${_CALL_FIRST + 15} THEN 'waiting' ELSE state END,
+        wait_reason = CASE WHEN ${_CALL_FIRST + 15} THEN 'dnc' ELSE wait_reason END
     WHERE phone = ${_CALL_FIRST + 14} AND lead_id <> $1
       AND state IN ('waiting', 'ready') AND wait_reason IS DISTINCT FROM 'dnc'
 ), listed AS (
@@ -697,11 +720,14 @@ async def end_lease(
         WITH lease AS (
             UPDATE leases SET ended_at = $2, end_reason = $3
             WHERE lease_id = $1 AND ended_at IS NULL
-            RETURNING lead_id
+            RETURNING lead_id, expires_at
         )
+        -- Only this lease's claim: once it expired, another lead with the
+        -- same number may hold the number under a lease of its own.
         UPDATE phones SET leased_until = NULL
         FROM leads, lease
         WHERE leads.lead_id = lease.lead_id AND phones.phone = leads.phone
+          AND phones.leased_until = lease.expires_at
         """,
         lease_id,
         now,
@@ -799,7 +825,10 @@ async def lapse_reservations(
         """
         WITH lapsed AS (
             SELECT lead_id, reserved_agent FROM leads
-            WHERE reserved_until <= $1 AND state = 'ready'
+            -- reserved_agent IS NOT NULL lets leads_reserved_until serve
+            -- this; without it every pass reads the whole table.
+            WHERE reserved_until <= $1 AND reserved_agent IS NOT NULL
+              AND state = 'ready'
             ORDER BY reserved_until
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -816,20 +845,37 @@ async def lapse_reservations(
 
 
 async def mark_pool_for_replanning(
-    connection: Connection, pool_name: str, call_target: int
+    connection: Connection,
+    pool_name: str,
+    call_target: int,
+    changed_at: dt.datetime,
+    limit: int,
 ) -> int:
-    """Every queued lead of the pool takes the pool's target and is re-planned
-    by the scheduler's next pass (a window that has "closed" is how the
-    scheduler finds them). Leads held for the DNC list stay held."""
+    """Up to ``limit`` leads of the pool take its target and are left for the
+    scheduler's next pass to re-plan (a window that has "closed" is how it
+    finds them); returns how many. Call until it returns less than ``limit``:
+    each call is a short statement, so next-lead is never locked out of the
+    pool for long. Leads on lease take the target only; leads held for the
+    DNC list stay held; leads no window fitted get another chance."""
     result = await connection.execute(
         """
-        UPDATE leads SET call_target = $2,
-            closes_at = CASE WHEN wait_reason = 'dnc' THEN closes_at
-                             ELSE '-infinity' END
-        WHERE pool = $1 AND state IN ('waiting', 'ready')
+        UPDATE leads SET call_target = $2, updated_at = $3,
+            closes_at = CASE WHEN state = 'leased' OR wait_reason = 'dnc'
+                             THEN closes_at ELSE '1970-01-01 00:00+00'::timestamptz END,
+            state = CASE WHEN state = 'not_callable' THEN 'waiting' ELSE state END
+        WHERE lead_id IN (
+            SELECT lead_id FROM leads
+            WHERE pool = $1 AND updated_at < $3
+              AND (state IN ('waiting', 'ready', 'leased')
+                   OR (state = 'not_callable' AND wait_reason = 'no_window'))
+            LIMIT $4
+            FOR UPDATE SKIP LOCKED
+        )
         """,
         pool_name,
         call_target,
+        changed_at,
+        limit,
     )
     return int(result.split()[-1])
 
@@ -854,6 +900,49 @@ async def list_phones(
         reason,
     )
     return [row["phone"] for row in rows]
+
+
+async def hold_listed(
+    connection: Connection, numbers: Sequence[str], now: dt.datetime
+) -> None:
+    """Queued leads with these numbers wait, off the queue, while listed."""
+    await connection.execute(
+        """
+        UPDATE leads SET state = 'waiting', wait_reason = 'dnc',
+            due_at = '9999-01-01 00:00+00', closes_at = '9999-01-01 00:00+00',
+            updated_at = $2
+        WHERE phone = ANY($1::text[]) AND state IN ('waiting', 'ready')
+        """,
+        list(numbers),
+        now,
+    )
+
+
+async def other_agents_may_call(
+    connection: Connection, pool_name: str, lead_id: uuid.UUID, agent_id: str
+) -> bool:
+    """Whether any agent of the pool but ``agent_id`` may still get the lead."""
+    found: bool = await connection.fetchval(
+        """
+        SELECT EXISTS (
+            SELECT 1 FROM agents a
+            WHERE $1 = ANY(a.pools) AND a.agent_id <> $3
+              AND NOT EXISTS (
+                  SELECT 1 FROM lead_agents excluded
+                  WHERE excluded.lead_id = $2 AND excluded.agent_id = a.agent_id
+                    AND excluded.excluded_reason IS NOT NULL))
+        """,
+        pool_name,
+        lead_id,
+        agent_id,
+    )
+    return found
+
+
+async def lift_exclusions(connection: Connection, lead_id: uuid.UUID) -> None:
+    await connection.execute(
+        "UPDATE lead_agents SET excluded_reason = NULL WHERE lead_id = $1", lead_id
+    )
 
 
 async def unlist_phone(connection: Connection, number: str) -> bool:

@@ -26,7 +26,12 @@ import asyncpg
 import phonenumbers
 
 from services.queue import repository
-from services.queue.compliance import callable_window, cap_free_at, rules_for
+from services.queue.compliance import (
+    FEDERAL_HOURS,
+    callable_window,
+    cap_free_at,
+    rules_for,
+)
 from services.queue.metrics import (
     DUE_NOW,
     LEADS,
@@ -84,7 +89,7 @@ PhoneRow = Mapping[str, Any] | asyncpg.Record
 
 EVENT_SOURCE = "redial/queue"
 #: A lead held off the queue while its number is on the DNC list waits "forever".
-FOREVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+FOREVER = repository.FOREVER
 #: How far ahead a callback may be asked for.
 CALLBACK_HORIZON = dt.timedelta(days=90)
 #: Lease attempts per next-lead when the first choices' numbers are busy.
@@ -219,16 +224,54 @@ class QueueService:
                     "recycle_to" if rules.recycle_to in missing else "exhausted_to"
                 )
                 raise _invalid(field_name, f"pool {missing[0]!r} does not exist")
+            _check_hours_are_legal(rules)
+            await self._check_no_cycle(connection, name, rules)
+            before = await repository.pool(connection, name)
             row = await repository.save_pool(
                 connection, name, rules.model_dump(mode="json"), now
             )
-            if not row["created"]:
-                replanned = await repository.mark_pool_for_replanning(
-                    connection, name, rules.call_target
-                )
-                logger.info("pool.updated pool=%s replanning=%d", name, replanned)
         self._rules[name] = rules
+        if before is not None and _plans_change(
+            PoolRules.model_validate(before["rules"]), rules
+        ):
+            await self._mark_for_replanning(name, rules.call_target, now)
         return _pool_out(row), bool(row["created"])
+
+    async def _check_no_cycle(
+        self, connection: Connection, name: str, rules: PoolRules
+    ) -> None:
+        """exhausted_to must not lead back here: a lead would be called forever."""
+        seen, current = {name}, rules.exhausted_to
+        while current is not None:
+            if current in seen:
+                raise _invalid(
+                    "exhausted_to",
+                    f"exhausted leads would come back to {current!r}: the chain "
+                    "of exhausted_to pools must end",
+                )
+            seen.add(current)
+            row = await repository.pool(connection, current)
+            current = (
+                PoolRules.model_validate(row["rules"]).exhausted_to if row else None
+            )
+
+    async def _mark_for_replanning(
+        self, name: str, call_target: int, changed_at: dt.datetime
+    ) -> None:
+        """The pool's queued leads are re-planned under its new rules, in short
+        statements so next-lead keeps serving the pool meanwhile."""
+        batch = self._settings.replan_batch * 10
+        marked = 0
+        async with self._pool.acquire() as connection:
+            while True:
+                count = await repository.mark_pool_for_replanning(
+                    connection, name, call_target, changed_at, batch
+                )
+                marked += count
+                if count < batch:
+                    break
+                await asyncio.sleep(0)
+        logger.info("pool.updated pool=%s replanning=%d", name, marked)
 
     async def get_pool(self, name: str) -> dict[str, Any]:
         async with self._pool.acquire() as connection:
@@ -343,9 +386,12 @@ class QueueService:
     async def set_status(self, agent_id: str, status: str) -> dict[str, Any]:
         now = self._clock.now()
         async with self._pool.acquire() as connection, connection.transaction():
-            row = await repository.lock_agent(connection, agent_id)
-            if row is None:
+            if await repository.lock_agent(connection, agent_id) is None:
                 raise UnknownAgent(f"agent {agent_id!r} does not exist")
+            # Read again under the lock: a next-lead that held it may have
+            # leased a lead since this transaction's first snapshot.
+            row = await repository.agent(connection, agent_id)
+            assert row is not None
             if row["open_lease"] is not None and status != "busy":
                 raise LeaseOpen(
                     f"agent {agent_id!r} holds lease {row['open_lease']}; record its "
@@ -362,7 +408,8 @@ class QueueService:
     async def next_lead(self, agent_id: str) -> NextLead | None:
         """Leases the best lead for the agent, or None when nothing is due."""
         started = time.perf_counter()
-        await self.maybe_tick()
+        if self._settings.scheduler_inline:
+            await self.maybe_tick()
         now = self._clock.now()
         caused = Caused()
         async with self._pool.acquire() as connection, connection.transaction():
@@ -498,6 +545,7 @@ class QueueService:
                 now=now,
                 number=context.phone,
                 agent_attempts=context.agent_attempts,
+                listed=context.listed,
             )
         self._committed(caused)
         return result
@@ -581,12 +629,18 @@ class QueueService:
         now: dt.datetime,
         number: PhoneRow | None = None,
         agent_attempts: int | None = None,
+        listed: bool | None = None,
     ) -> dict[str, Any]:
-        """Counts the attempt and applies the disposition. ``number`` and
-        ``agent_attempts`` are read here unless the caller fetched them."""
+        """Counts the attempt and applies the disposition. ``number``,
+        ``agent_attempts`` and ``listed`` (the number is on the DNC list) are
+        read here unless the caller fetched them."""
         rules = await self._pool_rules(connection, lead.pool)
         if number is None and lead.phone:
             number = await repository.phone(connection, lead.phone)
+        if listed is None:
+            listed = bool(
+                lead.phone and await repository.dnc_entry(connection, lead.phone)
+            )
         if agent_attempts is None and agent_id is not None:
             agent_attempts = await repository.agent_attempts(
                 connection, lead.lead_id, agent_id
@@ -629,16 +683,24 @@ class QueueService:
         elif lead.attempts >= lead.call_target:
             await self._exhaust(connection, lead, caused, now)
         else:
-            if disposition == "callback":
-                assert callback_at is not None
-                lead.callback_at = callback_at
-                lead.reserved_agent = agent_id
-                lead.reserved_until = callback_at + dt.timedelta(
-                    seconds=rules.callback_hold_seconds
-                )
             exclude_reason = _recycle_reason(
                 rules, effect.exclude_agent, agent_id, agent_attempts or 0
             )
+            if exclude_reason is not None and not await self._others_may_call(
+                connection, lead, rules, _required(agent_id)
+            ):
+                # Nobody else could take it: keep calling on the cadence rather
+                # than strand the lead, and let every agent have it again.
+                exclude_reason = None
+                await repository.lift_exclusions(connection, lead.lead_id)
+            if disposition == "callback":
+                assert callback_at is not None
+                lead.callback_at = callback_at
+                if exclude_reason is None:
+                    lead.reserved_agent = agent_id
+                    lead.reserved_until = callback_at + dt.timedelta(
+                        seconds=rules.callback_hold_seconds
+                    )
             if exclude_reason is not None:
                 caused.emit(
                     LeadRecycled(
@@ -653,7 +715,17 @@ class QueueService:
                 )
                 if rules.recycle_to and rules.recycle_to != lead.pool:
                     await self._move(connection, lead, rules.recycle_to, caused, now)
-            await self._schedule(connection, lead, caused, now, phone_calls=phone_calls)
+            if listed:
+                _hold_for_dnc(lead, now)
+            else:
+                await self._schedule(
+                    connection,
+                    lead,
+                    caused,
+                    now,
+                    phone_calls=phone_calls,
+                    number=_after_call(number),
+                )
         blocked = self._phone_blocked_until(lead, rules, phone_calls, number, now)
         await repository.record_call(
             connection,
@@ -691,15 +763,24 @@ class QueueService:
         number: PhoneRow | None,
         now: dt.datetime,
     ) -> dt.datetime | None:
+        """Until when the law's caps keep every lead with this number from
+        being leased. Pool caps are a pool's own: each lead with the number is
+        re-planned against its pool's caps and the number's history."""
         if number is None:
             return None
         _, legal_caps, _ = rules_for(lead.country, lead.region)
-        caps = rules.caps.as_frequency_caps().stricter(legal_caps)
-        if caps.lifetime is not None and number["lifetime_calls"] + 1 >= caps.lifetime:
-            return FOREVER
         zone = (lead.timezones or [rules.timezone])[0]
-        free = cap_free_at(now, phone_calls, _rolling(caps), zone)
+        free = cap_free_at(now, phone_calls, _rolling(legal_caps), zone)
         return free if free is not None and free > now else None
+
+    async def _others_may_call(
+        self, connection: Connection, lead: Lead, rules: PoolRules, agent_id: str
+    ) -> bool:
+        if rules.recycle_to and rules.recycle_to != lead.pool:
+            return True
+        return await repository.other_agents_may_call(
+            connection, lead.pool, lead.lead_id, agent_id
+        )
 
     def _end(
         self,
@@ -949,16 +1030,19 @@ class QueueService:
                 counts["promoted"] += promoted
                 if promoted < batch:
                     break
+                await asyncio.sleep(0)  # let requests in between batches
             while True:
                 replanned = await self._replan_closed(connection, now, batch)
                 counts["replanned"] += replanned
                 if replanned < batch:
                     break
+                await asyncio.sleep(0)  # let requests in between batches
             while True:
                 reaped = await self._reap(connection, now, batch)
                 counts["reaped"] += reaped
                 if reaped < batch:
                     break
+                await asyncio.sleep(0)  # let requests in between batches
             counts["stale"] = await self._lapse_reservations(connection, now, batch)
         return counts
 
@@ -1001,18 +1085,23 @@ class QueueService:
             for lead in leads:
                 if lead.wait_reason == "dnc":
                     continue
-                await self._schedule(
-                    connection,
-                    lead,
-                    caused,
-                    now,
-                    number=numbers.get(lead.phone) if lead.phone else None,
-                    phone_calls=(
-                        numbers[lead.phone]["recent_calls"]
-                        if lead.phone in numbers
-                        else []
-                    ),
-                )
+                try:
+                    await self._schedule(
+                        connection,
+                        lead,
+                        caused,
+                        now,
+                        number=numbers.get(lead.phone) if lead.phone else None,
+                        phone_calls=(
+                            numbers[lead.phone]["recent_calls"]
+                            if lead.phone in numbers
+                            else []
+                        ),
+                    )
+                except Exception:  # one bad row must not stop the pass (logged)
+                    logger.exception("lead.replan_failed lead_id=%s", lead.lead_id)
+                    lead.state, lead.wait_reason = "not_callable", "planning_failed"
+                    lead.ended_at = now
             await repository.save_leads(connection, leads)
             await self._write_events(connection, caused, now)
         self._committed(caused)
@@ -1112,12 +1201,7 @@ class QueueService:
         async with self._pool.acquire() as connection, connection.transaction():
             if not await repository.unlist_phone(connection, phone):
                 raise NotFound(f"{phone} is not on the do-not-call list")
-            for lead in await repository.leads_with_phone(connection, phone, QUEUED):
-                if lead.wait_reason == "dnc":
-                    lead.closes_at = dt.datetime.min.replace(tzinfo=dt.UTC)
-                    lead.due_at, lead.wait_reason = now, None
-                    await self._schedule(connection, lead, caused, now)
-                    await repository.save_lead(connection, lead)
+            await self._release_listed(connection, phone, caused, now)
             caused.emit(
                 DncUpdated(phone=phone, listed=False, updated_at=now), phone, now
             )
@@ -1135,11 +1219,16 @@ class QueueService:
     async def _hold_listed(
         self, connection: Connection, numbers: Sequence[str], now: dt.datetime
     ) -> None:
-        for number in numbers:
-            for lead in await repository.leads_with_phone(connection, number, QUEUED):
-                lead.state, lead.wait_reason = "waiting", "dnc"
-                lead.due_at = lead.closes_at = FOREVER
-                lead.updated_at = now
+        await repository.hold_listed(connection, numbers, now)
+
+    async def _release_listed(
+        self, connection: Connection, number: str, caused: Caused, now: dt.datetime
+    ) -> None:
+        """Leads held while their number was listed are planned again."""
+        for lead in await repository.leads_with_phone(connection, number, QUEUED):
+            if lead.wait_reason == "dnc":
+                lead.wait_reason = None
+                await self._schedule(connection, lead, caused, now)
                 await repository.save_lead(connection, lead)
 
     # --- events from other services ---------------------------------------
@@ -1164,8 +1253,8 @@ class QueueService:
                         connection, [data.phone], "dnc.updated", now
                     )
                     await self._hold_listed(connection, added, now)
-                else:
-                    await repository.unlist_phone(connection, data.phone)
+                elif await repository.unlist_phone(connection, data.phone):
+                    await self._release_listed(connection, data.phone, caused, now)
         await self._write_events(connection, caused, now)
         # The consumer commits; the relay picks the events up on its next pass.
         self._on_commit()
@@ -1288,6 +1377,7 @@ class QueueService:
         lead = await repository.lead(connection, data.lead_id, for_update=True)
         if data.phone:
             await repository.list_phones(connection, [data.phone], "opted out", now)
+            await self._hold_listed(connection, [data.phone], now)
         if lead is None or lead.state in repository.TERMINAL_STATES:
             return
         if lead.lease_id is not None and lead.leased_agent is not None:
@@ -1385,6 +1475,50 @@ def _recycle_reason(
     if limit is not None and made + 1 >= limit:
         return "agent_attempt_limit"
     return None
+
+
+def _hold_for_dnc(lead: Lead, now: dt.datetime) -> None:
+    lead.state, lead.wait_reason = "waiting", "dnc"
+    lead.due_at = lead.closes_at = FOREVER
+    lead.updated_at = now
+
+
+def _after_call(number: PhoneRow | None) -> dict[str, Any] | None:
+    """The number's row as it will be once the call just made is recorded."""
+    if number is None:
+        return None
+    return {**dict(number), "lifetime_calls": number["lifetime_calls"] + 1}
+
+
+#: Rules whose change moves a queued lead's next call.
+_PLANNING_RULES = (
+    "call_target",
+    "cadence",
+    "calling_hours",
+    "timezone",
+    "source_weights",
+    "caps",
+)
+
+
+def _plans_change(before: PoolRules, after: PoolRules) -> bool:
+    return any(
+        getattr(before, name) != getattr(after, name) for name in _PLANNING_RULES
+    )
+
+
+def _check_hours_are_legal(rules: PoolRules) -> None:
+    """Pool hours that never meet the federal 08:00-21:00 would end every lead
+    as not callable; refuse them instead."""
+    legal = FEDERAL_HOURS[0]
+    for window in rules.calling_hours.as_calling_hours():
+        if window.start < legal.end and window.end > legal.start:
+            return
+    raise _invalid(
+        "calling_hours",
+        "calling hours never meet the federal 08:00-21:00 window, so no lead "
+        "could ever be called",
+    )
 
 
 def _clear_lease(lead: Lead) -> None:

@@ -34,8 +34,9 @@ def queue_settings(stack: Stack, **overrides: object) -> QueueSettings:
         "kafka_bootstrap_servers": stack.bootstrap,
         "outbox_poll_seconds": 0.05,
         "database_pool_max": 30,
-        # The background loop would also tick; the tests move the clock and
-        # the next request runs the pass, so keep the loop out of their way.
+        # The tests move the clock; next-lead then runs the scheduler's pass
+        # itself, so a moved clock takes effect without waiting for the loop.
+        "scheduler_inline": True,
         "tick_seconds": 1.0,
         "gauge_seconds": 3600,
     }
