@@ -859,15 +859,22 @@ async def mark_pool_for_replanning(
     DNC list stay held; leads no window fitted get another chance."""
     result = await connection.execute(
         """
-        UPDATE leads SET call_target = $2, updated_at = $3,
+        UPDATE leads SET call_target = $2, updated_at = greatest(updated_at, $3),
             closes_at = CASE WHEN state = 'leased' OR wait_reason = 'dnc'
                              THEN closes_at ELSE '1970-01-01 00:00+00'::timestamptz END,
             state = CASE WHEN state = 'not_callable' THEN 'waiting' ELSE state END
         WHERE lead_id IN (
             SELECT lead_id FROM leads
-            WHERE pool = $1 AND updated_at < $3
+            WHERE pool = $1
               AND (state IN ('waiting', 'ready', 'leased')
                    OR (state = 'not_callable' AND wait_reason = 'no_window'))
+              -- Not marked yet: a marked lead has the new target and, unless
+              -- leased or held for the DNC list, a closed window. (updated_at
+              -- cannot tell: a lead leased or called at or after the change's
+              -- clock reading would be skipped and keep the old target.)
+              AND (call_target <> $2
+                   OR (state <> 'leased' AND wait_reason IS DISTINCT FROM 'dnc'
+                       AND closes_at <> '1970-01-01 00:00+00'::timestamptz))
             LIMIT $4
             FOR UPDATE SKIP LOCKED
         )
@@ -939,9 +946,17 @@ async def other_agents_may_call(
     return found
 
 
-async def lift_exclusions(connection: Connection, lead_id: uuid.UUID) -> None:
+async def lift_exclusions(
+    connection: Connection, lead_id: uuid.UUID, *, reason: str
+) -> None:
+    """Every agent excluded from the lead for ``reason`` may get it again."""
     await connection.execute(
-        "UPDATE lead_agents SET excluded_reason = NULL WHERE lead_id = $1", lead_id
+        """
+        UPDATE lead_agents SET excluded_reason = NULL
+        WHERE lead_id = $1 AND excluded_reason = $2
+        """,
+        lead_id,
+        reason,
     )
 
 

@@ -647,6 +647,9 @@ class QueueService:
             )
         effect = EFFECTS[disposition]
         pool_at_call = lead.pool
+        finished = lead.state in repository.TERMINAL_STATES
+        if not finished:
+            lead.call_target = rules.call_target  # the pool's rule as it is now
         lead.attempts += 1
         attempt = lead.attempts
         lead.last_call_at = max(called_at, lead.last_call_at or called_at)
@@ -675,24 +678,20 @@ class QueueService:
             lead.lead_id,
             now,
         )
-        exclude_reason = None
+        exclude_reason, declined_by_all = None, False
+        if effect.ends is None and not finished and lead.attempts < lead.call_target:
+            exclude_reason, declined_by_all = await self._exclusion(
+                connection, lead, rules, effect.exclude_agent, agent_id, agent_attempts
+            )
         if effect.ends is not None:
             self._end(lead, effect.ends, disposition, agent_id, caused, now)
-        elif lead.state != "leased" and lead.state in repository.TERMINAL_STATES:
+        elif finished:
             pass  # a call logged on a finished lead counts, and changes nothing
         elif lead.attempts >= lead.call_target:
             await self._exhaust(connection, lead, caused, now)
+        elif declined_by_all:
+            await self._exhaust_final(lead, caused, now, reason="declined_by_all")
         else:
-            exclude_reason = _recycle_reason(
-                rules, effect.exclude_agent, agent_id, agent_attempts or 0
-            )
-            if exclude_reason is not None and not await self._others_may_call(
-                connection, lead, rules, _required(agent_id)
-            ):
-                # Nobody else could take it: keep calling on the cadence rather
-                # than strand the lead, and let every agent have it again.
-                exclude_reason = None
-                await repository.lift_exclusions(connection, lead.lead_id)
             if disposition == "callback":
                 assert callback_at is not None
                 lead.callback_at = callback_at
@@ -772,6 +771,34 @@ class QueueService:
         zone = (lead.timezones or [rules.timezone])[0]
         free = cap_free_at(now, phone_calls, _rolling(legal_caps), zone)
         return free if free is not None and free > now else None
+
+    async def _exclusion(
+        self,
+        connection: Connection,
+        lead: Lead,
+        rules: PoolRules,
+        not_interested: bool,
+        agent_id: str | None,
+        made: int | None,
+    ) -> tuple[str | None, bool]:
+        """Whether the calling agent stops getting the lead (and why), and
+        whether every agent of the pool has now heard "not interested"."""
+        reason = _recycle_reason(rules, not_interested, agent_id, made or 0)
+        if reason is None or agent_id is None:
+            return reason, False
+        if await self._others_may_call(connection, lead, rules, agent_id):
+            return reason, False
+        # Nobody else may take it. Attempt limits give way, so a small team
+        # keeps calling on the cadence instead of stranding the lead; "not
+        # interested" is kept, and when every agent has heard it the lead ends.
+        await repository.lift_exclusions(
+            connection, lead.lead_id, reason="agent_attempt_limit"
+        )
+        if reason == "agent_attempt_limit":
+            return None, False
+        if await self._others_may_call(connection, lead, rules, agent_id):
+            return reason, False
+        return reason, True
 
     async def _others_may_call(
         self, connection: Connection, lead: Lead, rules: PoolRules, agent_id: str
@@ -861,7 +888,7 @@ class QueueService:
         lead.pool = pool_name
         # The new pool's cadence counts from the move, like a new arrival's.
         lead.queued_at = now
-        lead.call_target = max(rules.call_target, lead.attempts + 1)
+        lead.call_target = rules.call_target
         lead.weight = rules.weight_of(lead.source)
         caused.emit(
             LeadQueued(
@@ -889,6 +916,7 @@ class QueueService:
     ) -> None:
         """Re-plans a queued lead; may exhaust it (lifetime cap reached)."""
         rules = await self._pool_rules(connection, lead.pool)
+        lead.call_target = rules.call_target
         if lead.attempts >= lead.call_target:
             # The pool's target was lowered below what this lead has had.
             await self._exhaust_final(lead, caused, now, reason="call_target")

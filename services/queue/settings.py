@@ -25,8 +25,10 @@ class QueueSettings(ServiceSettings):
     #: time takes effect at once. Refused in production, where the background
     #: loop alone does the work and a request never waits for it.
     scheduler_inline: bool = False
-    #: How often the per-pool depth gauges are refreshed (a grouped count).
-    gauge_seconds: float = Field(15.0, gt=0)
+    #: How often the per-pool depth gauges are refreshed. Each refresh is a
+    #: grouped count over the whole leads table (about a second of database
+    #: time per million leads), so keep this well above the scrape interval.
+    gauge_seconds: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _inline_scheduler_only_in_tests(self) -> Self:

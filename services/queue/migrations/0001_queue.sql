@@ -185,3 +185,8 @@ CREATE TABLE lead_agents (
     excluded_reason text,
     PRIMARY KEY (lead_id, agent_id)
 );
+
+-- next-lead's exclusion check probes this per candidate lead; without it the
+-- planner may scan every (lead, agent) pair ever recorded.
+CREATE INDEX lead_agents_excluded ON lead_agents (agent_id, lead_id)
+    WHERE excluded_reason IS NOT NULL;
