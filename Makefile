@@ -35,8 +35,8 @@ fmt: install
 
 ## make bench: every benchmark under bench/, each beside its baseline.
 bench: install
-	$(BIN)/python bench/intake.py
-	$(BIN)/python bench/queue.py
+	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.queue
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

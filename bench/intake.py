@@ -1,6 +1,6 @@
 """Intake's throughput and latency on this machine, each beside a baseline.
 
-    .venv/bin/python bench/intake.py [--quick] [--json PATH]
+    .venv/bin/python -m bench.intake [--quick] [--json PATH]
 
 Starts embedded PostgreSQL (``synchronous_commit`` left on) and Tansu, unless
 ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS`` name servers to use; prepares
@@ -45,7 +45,10 @@ from typing import Any
 import asyncpg
 import orjson
 import uvloop
-from _common import (
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench._common import (
     CpuProbe,
     Endpoints,
     Figure,
@@ -74,9 +77,6 @@ from _common import (
     tail,
     write_results,
 )
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from services.intake.repository import LEAD_COLUMNS
 from shared.db import connect
 from shared.events import Consent, LeadReceived, new_event
