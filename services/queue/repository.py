@@ -585,18 +585,18 @@ async def record_lease(
 # --- recording a call -------------------------------------------------------
 
 _CALL_FIRST = len(_MUTABLE) + 2
-_OUTBOX_AFTER_CALL, _ = outbox_insert(_CALL_FIRST + 16)
+_OUTBOX_AFTER_CALL, _ = outbox_insert(_CALL_FIRST + 17)
 _RECORD_CALL_SQL = f"""
 WITH lead AS (
     {_update_sql(1)}
 ), call AS (
     INSERT INTO calls (call_id, lead_id, lease_id, agent_id, pool, attempt,
                        disposition, duration_seconds, called_at, via_queue,
-                       callback_at, logged_at)
+                       callback_at, logged_at, note)
     VALUES (${_CALL_FIRST}, $1, ${_CALL_FIRST + 1}, ${_CALL_FIRST + 2},
             ${_CALL_FIRST + 3}, ${_CALL_FIRST + 4}, ${_CALL_FIRST + 5},
             ${_CALL_FIRST + 6}, ${_CALL_FIRST + 7}, ${_CALL_FIRST + 8},
-            ${_CALL_FIRST + 9}, ${_CALL_FIRST + 10})
+            ${_CALL_FIRST + 9}, ${_CALL_FIRST + 10}, ${_CALL_FIRST + 16})
 ), lease AS (
     UPDATE leases SET ended_at = ${_CALL_FIRST + 10}, end_reason = 'outcome',
         disposition = ${_CALL_FIRST + 5}
@@ -671,6 +671,7 @@ class CallRecord:
     phone_recent_calls: list[dt.datetime]
     phone_blocked_until: dt.datetime | None
     list_on_dnc: bool
+    note: str | None = None
 
 
 async def record_call(
@@ -703,6 +704,7 @@ async def record_call(
         call.phone_blocked_until,
         phone_number,
         call.list_on_dnc,
+        call.note,
         *outbox_arguments(events, now_ts=now),
     )
 
@@ -1006,7 +1008,7 @@ async def history(
     calls = await connection.fetch(
         """
         SELECT call_id, lease_id, agent_id, pool, attempt, disposition,
-               duration_seconds, called_at, via_queue, callback_at
+               duration_seconds, called_at, via_queue, callback_at, note
         FROM calls WHERE lead_id = $1 ORDER BY called_at, attempt
         """,
         lead_id,

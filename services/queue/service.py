@@ -546,6 +546,7 @@ class QueueService:
                 number=context.phone,
                 agent_attempts=context.agent_attempts,
                 listed=context.listed,
+                note=outcome.note,
             )
         self._committed(caused)
         return result
@@ -573,7 +574,11 @@ class QueueService:
             team = None
             if call.agent_id is not None:
                 agent = await repository.agent(connection, call.agent_id)
-                team = agent["team"] if agent else None
+                if agent is None:
+                    raise _invalid(
+                        "agent_id", f"agent {call.agent_id!r} does not exist"
+                    )
+                team = agent["team"]
             result = await self._apply_call(
                 connection,
                 lead,
@@ -586,6 +591,7 @@ class QueueService:
                 callback_at=call.callback_at,
                 lease_id=None,
                 now=now,
+                note=call.note,
             )
         self._committed(caused)
         return result
@@ -630,6 +636,7 @@ class QueueService:
         number: PhoneRow | None = None,
         agent_attempts: int | None = None,
         listed: bool | None = None,
+        note: str | None = None,
     ) -> dict[str, Any]:
         """Counts the attempt and applies the disposition. ``number``,
         ``agent_attempts`` and ``listed`` (the number is on the DNC list) are
@@ -683,10 +690,23 @@ class QueueService:
             exclude_reason, declined_by_all = await self._exclusion(
                 connection, lead, rules, effect.exclude_agent, agent_id, agent_attempts
             )
-        if effect.ends is not None:
+        if finished:
+            # A call logged on a finished lead counts and leaves it finished;
+            # only an opt-out still has its effect (the number is listed).
+            if disposition == "dnc":
+                caused.emit(
+                    LeadOptedOut(
+                        lead_id=lead.lead_id,
+                        phone=lead.phone,
+                        email=lead.email,
+                        channel="all",
+                        opted_out_at=now,
+                    ),
+                    lead.lead_id,
+                    now,
+                )
+        elif effect.ends is not None:
             self._end(lead, effect.ends, disposition, agent_id, caused, now)
-        elif finished:
-            pass  # a call logged on a finished lead counts, and changes nothing
         elif lead.attempts >= lead.call_target:
             await self._exhaust(connection, lead, caused, now)
         elif declined_by_all:
@@ -744,6 +764,7 @@ class QueueService:
                 phone_recent_calls=phone_calls,
                 phone_blocked_until=blocked,
                 list_on_dnc=disposition == "dnc",
+                note=note,
             ),
             phone_number=lead.phone,
             now=now,

@@ -1463,7 +1463,12 @@ async def test_lead_view_shows_state_attempts_next_due_and_history(
     now = floor.clock.now()
 
     during = await floor.lead(lead_id)
-    await floor.outcome(leased["lease_id"], "busy", duration_seconds=5)
+    await floor.outcome(
+        leased["lease_id"],
+        "busy",
+        duration_seconds=5,
+        note="asked to ring after five",
+    )
     after = await floor.lead(lead_id)
 
     assert during["state"] == "leased"
@@ -1498,6 +1503,7 @@ async def test_lead_view_shows_state_attempts_next_due_and_history(
         "called_at": call["called_at"],
         "via_queue": True,
         "callback_at": None,
+        "note": "asked to ring after five",
     }
     assert moment(call["called_at"]) == now
 

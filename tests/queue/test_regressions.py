@@ -435,3 +435,42 @@ def test_inline_scheduler_passes_are_refused_in_production() -> None:
         QueueSettings(environment=Environment.PRODUCTION, scheduler_inline=True)
 
     assert not QueueSettings(environment=Environment.PRODUCTION).scheduler_inline
+
+
+async def test_call_logged_for_an_unknown_agent_is_refused(floor: Floor) -> None:
+    """Regression: a call logged from outside accepted any agent id, so a typo
+    made a phantom agent in every report."""
+    pool = await floor.pool()
+    [lead_id] = await floor.leads(pool)
+
+    answer = await floor.api.post(
+        f"/v1/leads/{lead_id}/calls",
+        json={"disposition": "no_answer", "agent_id": "nobody-here"},
+    )
+
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == ["agent_id"]
+    assert (await floor.lead(lead_id))["attempts"] == 0
+
+
+async def test_call_logged_on_a_converted_lead_keeps_it_converted(
+    floor: Floor, qdb: asyncpg.Connection
+) -> None:
+    """Regression: a call logged after conversion re-ended the lead (a
+    wrong_number turned a sale into an invalid lead). It now counts and leaves
+    the lead finished; a dnc still lists the number."""
+    pool = await floor.pool()
+    [lead_id] = await floor.leads(pool)
+    agent = await floor.agent([pool])
+    await called(floor, agent, "converted")
+    phone = await qdb.fetchval("SELECT phone FROM leads WHERE lead_id = $1", lead_id)
+
+    for disposition in ("wrong_number", "dnc"):
+        answer = await floor.api.post(
+            f"/v1/leads/{lead_id}/calls", json={"disposition": disposition}
+        )
+        assert answer.status_code == 201, answer.text
+
+    lead = await floor.lead(lead_id)
+    assert (lead["state"], lead["attempts"]) == ("converted", 3)
+    assert (await floor.api.get(f"/v1/dnc/{phone}")).status_code == 200

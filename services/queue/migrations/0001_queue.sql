@@ -171,7 +171,9 @@ CREATE TABLE calls (
     called_at timestamptz NOT NULL,
     via_queue boolean NOT NULL,
     callback_at timestamptz,
-    logged_at timestamptz NOT NULL
+    logged_at timestamptz NOT NULL,
+    -- The agent's own words about the call, kept for the lead's history.
+    note text
 );
 
 CREATE INDEX calls_by_lead ON calls (lead_id, called_at);
