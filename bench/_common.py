@@ -99,14 +99,20 @@ def running_service(
     """One service as its own uvicorn process on a free port, until the exit."""
     service = ServiceProcess(name, free_port(), env, log_path=log_path)
     try:
-        service.start()
-        try:
-            service.wait_healthy()
-        except (RuntimeError, TimeoutError) as error:
-            raise RuntimeError(f"{name}: {error}\n{tail(log_path)}") from error
+        start_healthy(service, log_path)
         yield service
     finally:
         service.stop()
+
+
+def start_healthy(service: ServiceProcess, log_path: Path) -> None:
+    """Start ``service`` and wait until it is ready; the caller stops it, also
+    after an error here."""
+    service.start()
+    try:
+        service.wait_healthy()
+    except (RuntimeError, TimeoutError) as error:
+        raise RuntimeError(f"{service.name}: {error}\n{tail(log_path)}") from error
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -1,12 +1,15 @@
 """The queue's next-lead → outcome cycle through HTTP, beside a bare SKIP LOCKED loop.
 
     .venv/bin/python -m bench.queue [--quick] [--sizes 10000,1000000]
-        [--agents 200] [--seconds 8] [--repeats 3] [--json PATH]
+        [--agents 200] [--copies 1,2] [--seconds 8] [--repeats 3] [--json PATH]
 
 Starts embedded PostgreSQL and Tansu (unless ``DATABASE_URL`` /
 ``KAFKA_BOOTSTRAP_SERVERS`` name servers to use), runs the queue as its own
 uvicorn process, the way production runs it, and creates one pool and its
-agents through the API. Then, for each pool size:
+agents through the API. With ``--copies``, the queue runs as that many
+uvicorn processes on their own ports against the same database and broker,
+as production scales out, and the agents are dealt out evenly over them (a
+comma list measures each count in turn). Then, for each pool size:
 
 * loads that many ready leads, with their ``phones`` rows, straight into the
   queue's tables with one ``INSERT … SELECT`` (not through Kafka), spread over
@@ -18,10 +21,12 @@ agents through the API. Then, for each pool size:
   transaction that is rolled back, before and after the runs;
 * repeats (three times; once with ``--quick``): every agent looping
   next-lead → outcome over its own keep-alive connection, back to back
-  (closed loop: capacity) and then at a steady offer (open loop: latency);
-  and beside each the baseline, as many clients looping a one-statement
+  (closed loop: capacity) and then at a steady offer (open loop: latency),
+  once per copy count with exactly that many copies running; and beside
+  them the baseline (closed, then at each of those offers, beside the fewest
+  copies asked for, idle), as many clients looping a one-statement
   ``SELECT … FOR UPDATE SKIP LOCKED`` lease and a one-statement completion on
-  the scratch table through an asyncpg pool as big as the queue's.
+  the scratch table through an asyncpg pool as big as one copy's.
 
 The pool's cadence is a single zero gap and its call target high, so an
 outcome puts the lead straight back among the ready ones as a retry: the
@@ -39,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -50,7 +56,7 @@ import time
 import uuid
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +78,7 @@ from bench._common import (
     closed_loop,
     describe_cpu,
     family,
+    free_port,
     http_request,
     machine_line,
     markdown_table,
@@ -81,6 +88,7 @@ from bench._common import (
     percentile,
     running_service,
     running_stack,
+    start_healthy,
     tail,
     write_results,
 )
@@ -279,6 +287,8 @@ class Options:
     baseline_connections: int
     quick: bool
     json: Path | None
+    #: Copy counts of the queue to measure, ascending.
+    copies: tuple[int, ...] = (1,)
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -288,6 +298,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--sizes", help="queued leads per measurement, comma-separated")
     parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument(
+        "--copies",
+        default="1",
+        help="queue processes sharing the agents, comma-separated counts (default 1)",
+    )
     parser.add_argument("--seconds", type=float, help="timed window of each run")
     parser.add_argument("--repeats", type=int, help="repetitions per size")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -298,6 +313,12 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     capacity = len(AREA_CODES) * len(EXCHANGES) * 10_000
     if min(sizes) < arguments.agents or max(sizes) > capacity:
         parser.error(f"sizes must lie between --agents and {capacity}")
+    try:
+        copies = tuple(sorted({int(count) for count in arguments.copies.split(",")}))
+    except ValueError:
+        parser.error("--copies takes whole numbers, comma-separated")
+    if min(copies) < 1 or max(copies) > arguments.agents:
+        parser.error("--copies must lie between 1 and --agents")
     return Options(
         sizes=tuple(sorted(sizes)),
         agents=arguments.agents,
@@ -308,6 +329,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         baseline_connections=QueueSettings().database_pool_max,
         quick=quick,
         json=arguments.json,
+        copies=copies,
     )
 
 
@@ -490,14 +512,15 @@ def histogram_quantile(
 
 
 class HistogramWatch:
-    """Scrapes /metrics when the timed window opens and when it closes.
+    """Scrapes /metrics when the timed window opens and when it closes, on
+    every copy, adding their buckets up (as ``sum by (le)`` would).
 
     Each scrape opens its own connection: uvicorn closes one left idle for
     five seconds, and the window is longer than that.
     """
 
-    def __init__(self, service: ServiceProcess) -> None:
-        self._port = service.port
+    def __init__(self, services: Sequence[ServiceProcess]) -> None:
+        self._ports = [service.port for service in services]
         self.before: dict[float, float] = {}
         self.after: dict[float, float] = {}
 
@@ -508,14 +531,78 @@ class HistogramWatch:
         self.after = await self._scrape()
 
     async def _scrape(self) -> dict[float, float]:
-        connection = HttpConnection("127.0.0.1", self._port)
+        total: dict[float, float] = defaultdict(float)
+        for histogram in await asyncio.gather(*map(self._scrape_one, self._ports)):
+            for bound, count in histogram.items():
+                total[bound] += count
+        return dict(total)
+
+    @staticmethod
+    async def _scrape_one(port: int) -> dict[float, float]:
+        connection = HttpConnection("127.0.0.1", port)
         try:
-            return await scrape_histogram(connection, f"127.0.0.1:{self._port}")
+            return await scrape_histogram(connection, f"127.0.0.1:{port}")
         finally:
             await connection.close()
 
     def quantile(self, quantile: float) -> float:
         return histogram_quantile(self.before, self.after, quantile)
+
+
+# -- the queue's copies -----------------------------------------------------
+
+
+class QueueCopies:
+    """The queue's running copies, each its own uvicorn process on its own
+    port against the same database and broker.
+
+    The first is started before the bench and stays up throughout (it is the
+    outbox relay's leader, having taken the lock first); ``scale`` starts or
+    stops the others, the last started first to go.
+    """
+
+    def __init__(
+        self, first: ServiceProcess, log_path: Path, env: dict[str, str]
+    ) -> None:
+        self._env = env
+        self._folder = log_path.parent
+        self.services = [first]
+        self.logs = [log_path]
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    async def scale(self, count: int) -> None:
+        if count == len(self.services):
+            return
+        print(f"… {copies_text(count)} of the queue", file=sys.stderr, flush=True)
+        while len(self.services) > count:
+            service = self.services.pop()
+            self.logs.pop()
+            await asyncio.to_thread(service.stop)
+        while len(self.services) < count:
+            log_path = self._folder / f"queue-{len(self.services) + 1}.log"
+            service = ServiceProcess("queue", free_port(), self._env, log_path)
+            # Listed before it starts, so that stop_extra stops it after an error.
+            self.services.append(service)
+            self.logs.append(log_path)
+            await asyncio.to_thread(start_healthy, service, log_path)
+
+    def stop_extra(self) -> None:
+        """Every copy but the first, whose starter stops it."""
+        for service in self.services[1:]:
+            service.stop()
+        del self.services[1:], self.logs[1:]
+
+    def pids(self) -> list[int]:
+        return [
+            service.process.pid if service.process is not None else -1
+            for service in self.services
+        ]
+
+
+def copies_text(count: int) -> str:
+    return f"{count} cop{'y' if count == 1 else 'ies'}"
 
 
 # -- plans ------------------------------------------------------------------
@@ -884,32 +971,44 @@ class Bench:
 
     options: Options
     endpoints: Endpoints
-    service: ServiceProcess
-    log_path: Path
+    copies: QueueCopies
     admin: asyncpg.Connection
-    cpu: CpuProbe
+    #: The PostgreSQL server's postmaster, for the CPU probe.
+    postmaster: int
     samples: Samples = field(default_factory=Samples)
     plans: dict[int, list[Plan]] = field(default_factory=dict)
     facts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    #: Per size, the last closed-loop HTTP run's statements, when measurable.
-    statements: dict[int, list[Statement]] = field(default_factory=dict)
+    #: Per size (and copy count, see sample_key), the last closed-loop HTTP
+    #: run's statements, when measurable.
+    statements: dict[str, list[Statement]] = field(default_factory=dict)
 
     async def measure_size(self, size: int) -> None:
         print(f"… loading {size} leads", file=sys.stderr, flush=True)
         self.facts[size] = await load(self.admin, self.endpoints.database_url, size)
         self.plans[size] = await lease_plans(self.admin, agent_name(0), "fresh")
+        copy_counts = self.options.copies
         for repetition in range(self.options.repetitions):
             print(f"… {size} leads, run {repetition + 1}", file=sys.stderr, flush=True)
             counters = await _io_counters(self.admin)
-            await reset_statements(self.admin)
-            leases = await self.http_run(size, "http")
-            self.statements[size] = await statement_stats(self.admin, leases)
-            rate = self.steady_rate(size)
-            self.samples.add(f"steady_{size}_offered", rate)
-            leases += await self.http_run(size, "steady", rate)
+            leases = 0
+            rates: dict[int, float] = {}
+            for copies in copy_counts:
+                await self.copies.scale(copies)
+                key = sample_key(size, copies)
+                await reset_statements(self.admin)
+                closed = await self.http_run(size, copies, "http")
+                self.statements[key] = await statement_stats(self.admin, closed)
+                rates[copies] = rate = self.steady_rate(size, copies)
+                self.samples.add(f"steady_{key}_offered", rate)
+                leases += closed + await self.http_run(size, copies, "steady", rate)
             http_done = time.monotonic()
+            # The baseline beside as few idle copies as were measured.
+            await self.copies.scale(copy_counts[0])
             bare_leases = await self.bare_run(size, "bare")
-            bare_leases += await self.bare_run(size, "steady_bare", rate)
+            for copies in copy_counts:
+                bare_leases += await self.bare_run(
+                    size, "steady_bare", rates[copies], copies
+                )
             # The service's backends report their block counts within ten
             # seconds of going idle (the baseline's, when their pool closes).
             await asyncio.sleep(max(0.0, http_done + 10.5 - time.monotonic()))
@@ -919,27 +1018,35 @@ class Bench:
             self.admin, agent_name(0), f"after {self.options.repetitions} run(s)"
         )
 
-    def steady_rate(self, size: int) -> float:
+    def steady_rate(self, size: int, copies: int) -> float:
         """The open loop's offer: the issue's throughput, or half of what the
-        closed loop managed so far at this size if that is less."""
-        managed = statistics.median(self.samples.values[f"http_{size}"])
+        closed loop managed so far at this size and copy count if that is less."""
+        managed = statistics.median(
+            self.samples.values[f"http_{sample_key(size, copies)}"]
+        )
         return max(10.0, min(CYCLES_TARGET, managed / 2))
 
-    async def http_run(self, size: int, name: str, rate: float | None = None) -> int:
+    async def http_run(
+        self, size: int, copies: int, name: str, rate: float | None = None
+    ) -> int:
         """Every agent's loop, back to back (closed) or at ``rate`` cycles/s
-        (open); returns the leases it made, warm-up included."""
+        (open), the agents dealt out in turn over the ``copies`` copies
+        running; returns the leases it made, warm-up included."""
+        services = self.copies.services
+        assert len(services) == copies, (len(services), copies)
         await self.drain_outbox()
         tally = Tally()
-        host = f"127.0.0.1:{self.service.port}"
         sessions = []
         try:
             for index in range(self.options.agents):
-                connection = HttpConnection("127.0.0.1", self.service.port)
+                port = services[index % copies].port
+                connection = HttpConnection("127.0.0.1", port)
                 await connection.open()
+                host = f"127.0.0.1:{port}"
                 sessions.append(
                     CycleSession(connection, agent_name(index), host, tally)
                 )
-            watch = HistogramWatch(self.service)
+            watch = HistogramWatch(services)
             window = self._window()
             run, _ = await asyncio.gather(
                 self._loop(sessions, rate), watch.watch(*window)
@@ -948,20 +1055,29 @@ class Bench:
             await close_all(sessions)
             self.check_alive()
         if run.errors and "service_log" not in self.facts[0]:
-            self.facts[0]["service_log"] = tail(self.log_path, 12)
+            self.facts[0]["service_log"] = "\n".join(
+                tail(log_path, 12) for log_path in self.copies.logs
+            )
         backlog, drained = await self.drain_outbox()
         kind = "closed loop" if rate is None else f"{_number(rate)} cycles/s offered"
-        label = f"HTTP, {size} leads, {kind}"
-        self._add_run(label, f"{name}_{size}", run, tally.timed(*window), tally)
+        label = f"HTTP, {size} leads{self.copies_suffix(copies)}, {kind}"
+        key = f"{name}_{sample_key(size, copies)}"
+        self._add_run(label, key, run, tally.timed(*window), tally)
         samples = self.samples
-        samples.add(f"{name}_{size}_service_p50", watch.quantile(0.50))
-        samples.add(f"{name}_{size}_service_p99", watch.quantile(0.99))
-        samples.add(f"{name}_{size}_backlog", backlog)
-        samples.add(f"{name}_{size}_drain", drained)
+        samples.add(f"{key}_service_p50", watch.quantile(0.50))
+        samples.add(f"{key}_service_p99", watch.quantile(0.99))
+        samples.add(f"{key}_backlog", backlog)
+        samples.add(f"{key}_drain", drained)
         return tally.leases
 
-    async def bare_run(self, size: int, name: str, rate: float | None = None) -> int:
-        """The baseline, as ``http_run``, through a pool made for the run."""
+    def copies_suffix(self, copies: int) -> str:
+        return copies_suffix(self.options, copies)
+
+    async def bare_run(
+        self, size: int, name: str, rate: float | None = None, copies: int = 1
+    ) -> int:
+        """The baseline, as ``http_run``, through a pool made for the run;
+        ``copies``: whose offer ``rate`` is, for the figure's name."""
         tally = Tally()
         pool = await create_pool(
             self.endpoints.database_url,
@@ -980,8 +1096,11 @@ class Bench:
             # Closing the connections makes their backends report block counts.
             await pool.close()
         kind = "closed loop" if rate is None else f"{_number(rate)} cycles/s offered"
+        if rate is not None and self.options.copies != (1,):
+            kind += f" (the offer for {copies_text(copies)})"
         label = f"bare asyncpg, {size} rows, {kind}"
-        self._add_run(label, f"{name}_{size}", run, tally.timed(*window), tally)
+        key = f"{name}_{sample_key(size, copies)}"
+        self._add_run(label, key, run, tally.timed(*window), tally)
         return tally.leases
 
     def _window(self) -> tuple[float, float]:
@@ -1033,15 +1152,20 @@ class Bench:
                 sessions,
                 warmup=self.options.warmup,
                 duration=self.options.duration,
-                cpu=self.cpu,
+                cpu=self.cpu_probe(),
             )
         return await open_loop(
             sessions,
             rate=rate,
             warmup=self.options.warmup,
             duration=self.options.duration,
-            cpu=self.cpu,
+            cpu=self.cpu_probe(),
         )
+
+    def cpu_probe(self) -> CpuProbe:
+        """Our processes only, the queue's copies as they run now: the machine
+        may run other servers of each kind."""
+        return QueueCpuProbe(self.copies.pids(), self.postmaster)
 
     async def drain_outbox(self, timeout: float = 180.0) -> tuple[int, float]:
         """Wait until the queue's relay has published every event; returns the
@@ -1056,11 +1180,15 @@ class Bench:
         return found, time.monotonic() - started
 
     def check_alive(self) -> None:
-        process = self.service.process
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(
-                f"queue exited with {process.returncode}\n{tail(self.log_path)}"
-            )
+        for number, (service, log_path) in enumerate(
+            zip(self.copies.services, self.copies.logs, strict=True), start=1
+        ):
+            process = service.process
+            if process is not None and process.poll() is not None:
+                which = "queue" if len(self.copies) == 1 else f"queue copy {number}"
+                raise RuntimeError(
+                    f"{which} exited with {process.returncode}\n{tail(log_path)}"
+                )
 
 
 async def _io_counters(admin: asyncpg.Connection) -> asyncpg.Record:
@@ -1069,9 +1197,7 @@ async def _io_counters(admin: asyncpg.Connection) -> asyncpg.Record:
     return counters
 
 
-async def measure(
-    options: Options, endpoints: Endpoints, service: ServiceProcess, log_path: Path
-) -> Bench:
+async def measure(options: Options, endpoints: Endpoints, copies: QueueCopies) -> Bench:
     async with contextlib.AsyncExitStack() as cleanup:
         admin = await connect(
             endpoints.database_url, server_settings={"search_path": f"{SCHEMA},public"}
@@ -1082,14 +1208,13 @@ async def measure(
         cleanup.push_async_callback(
             admin.execute, f"DROP SCHEMA IF EXISTS {BASELINE_SCHEMA} CASCADE"
         )
-        await create_pool_and_agents(service, options.agents)
+        await create_pool_and_agents(copies.services[0], options.agents)
         bench = Bench(
             options=options,
             endpoints=endpoints,
-            service=service,
-            log_path=log_path,
+            copies=copies,
             admin=admin,
-            cpu=await _cpu_probe(admin, service),
+            postmaster=parent_of(await admin.fetchval("SELECT pg_backend_pid()")) or -1,
         )
         bench.facts[0] = {
             "postgres": await admin.fetchval("SHOW server_version"),
@@ -1102,97 +1227,154 @@ async def measure(
     raise AssertionError("unreachable")
 
 
-async def _cpu_probe(admin: asyncpg.Connection, service: ServiceProcess) -> CpuProbe:
-    """Our processes only: the machine may run other servers of each kind."""
-    queue_pid = service.process.pid if service.process is not None else -1
-    postmaster = parent_of(await admin.fetchval("SELECT pg_backend_pid()")) or -1
-    return CpuProbe(
-        {
-            "queue": lambda: family(queue_pid),
-            "postgres": lambda: family(postmaster, named="postgres"),
-            "broker": lambda: family(os.getpid(), named="tansu"),
-            "bench": lambda: [os.getpid()],
-        }
-    )
+class QueueCpuProbe(CpuProbe):
+    """The groups every run reports, the queue's copies summed as ``queue``;
+    with more than one copy, also each copy's share as ``queue copy N``, which
+    ``other`` does not count a second time."""
+
+    def __init__(self, copies: Sequence[int], postmaster: int) -> None:
+        super().__init__(
+            {
+                "queue": lambda: [pid for copy in copies for pid in family(copy)],
+                "postgres": lambda: family(postmaster, named="postgres"),
+                "broker": lambda: family(os.getpid(), named="tansu"),
+                "bench": lambda: [os.getpid()],
+            }
+        )
+        self._several = len(copies) > 1
+        self._each = CpuProbe(
+            {
+                f"queue copy {number}": functools.partial(family, pid)
+                for number, pid in enumerate(copies, start=1)
+            }
+        )
+
+    def start(self) -> None:
+        super().start()
+        if self._several:
+            self._each.start()
+
+    def stop(self) -> dict[str, float]:
+        shares = super().stop()
+        if not self._several:  # one copy: the shares as always
+            return shares
+        each = self._each.stop()
+        return shares | {name: each[name] for name in each if name.startswith("queue")}
+
+
+def describe_queue_cpu(shares: Mapping[str, float]) -> str:
+    """As describe_cpu, each copy's share in brackets after the queue's sum."""
+    copies = [name for name in shares if name.startswith("queue copy ")]
+    if not copies:
+        return describe_cpu(shares)
+    text = describe_cpu({k: v for k, v in shares.items() if k not in copies})
+    each = " + ".join(f"{shares[name]:.0f}" for name in copies)
+    queue = f"queue {shares['queue']:.0f} %"
+    return text.replace(queue, f"{queue} ({each} % by copy)", 1)
 
 
 # -- report -----------------------------------------------------------------
 
 
+def sample_key(size: int, copies: int) -> str:
+    """What a run's samples are named after: the size, and the copy count
+    unless it is one (``10000``, ``10000x2``)."""
+    return str(size) if copies == 1 else f"{size}x{copies}"
+
+
+def copies_suffix(options: Options, copies: int) -> str:
+    """``, 2 copies`` for a figure's name, unless only one copy is measured."""
+    return "" if options.copies == (1,) else f", {copies_text(copies)}"
+
+
 def figures(samples: Samples, options: Options) -> list[Figure]:
     """Per size: throughput and its ratio, then next-lead latency at a steady
-    offer, then what explains them; last, how throughput moves with size."""
+    offer, then what explains them, each for every copy count in turn; last,
+    how throughput moves with size."""
     v = samples.values
     agents = options.agents
     bare_lease = "bare lease, same offer"
     rows: list[Figure] = []
     for size in options.sizes:
         leads = _number(size)
-        offers = v[f"steady_{size}_offered"]
-        offered = _number(statistics.median(offers)) if offers else "—"
-        http = Figure(
-            f"cycles/s, {leads} leads, {agents} agents, closed loop (HTTP)",
-            "/s",
-            v[f"http_{size}"],
-            v[f"bare_{size}"],
-            "bare asyncpg SKIP LOCKED lease + complete",
-            Target(CYCLES_TARGET, at_least=True),
-        )
-        rows += [
-            http,
-            Figure(
-                f"HTTP ÷ bare asyncpg, {leads} leads",
-                "",
-                [] if http.ratio is None else [http.ratio],
-                target=Target(RATIO_TARGET, at_least=True),
-            ),
-            Figure(
-                f"next-lead p99, {leads} leads, {offered} cycles/s offered",
-                "ms",
-                v[f"steady_{size}_p99"],
-                v[f"steady_bare_{size}_p99"],
-                bare_lease,
-                Target(NEXT_LEAD_P99_TARGET_MS, at_least=False),
-            ),
-            Figure(
-                f"next-lead p50, {leads} leads, {offered} cycles/s offered",
-                "ms",
-                v[f"steady_{size}_p50"],
-                v[f"steady_bare_{size}_p50"],
-                bare_lease,
-            ),
-            Figure(
-                f"next-lead p99 in the service, {leads} leads, {offered}/s offered",
-                "ms",
-                v[f"steady_{size}_service_p99"],
-            ),
-            Figure(
-                f"next-lead p99, {leads} leads, closed loop",
-                "ms",
-                v[f"http_{size}_p99"],
-                v[f"bare_{size}_p99"],
-                "bare lease, closed loop",
-            ),
-            Figure(
-                f"next-lead p50, {leads} leads, closed loop",
-                "ms",
-                v[f"http_{size}_p50"],
-                v[f"bare_{size}_p50"],
-                "bare lease, closed loop",
-            ),
-        ]
+        by_copies = []
+        for copies in options.copies:
+            key, suffix = sample_key(size, copies), copies_suffix(options, copies)
+            offers = v[f"steady_{key}_offered"]
+            offered = _number(statistics.median(offers)) if offers else "—"
+            http = Figure(
+                f"cycles/s, {leads} leads, {agents} agents, closed loop (HTTP){suffix}",
+                "/s",
+                v[f"http_{key}"],
+                v[f"bare_{size}"],
+                "bare asyncpg SKIP LOCKED lease + complete",
+                Target(CYCLES_TARGET, at_least=True),
+            )
+            by_copies.append(
+                [
+                    http,
+                    Figure(
+                        f"HTTP ÷ bare asyncpg, {leads} leads{suffix}",
+                        "",
+                        [] if http.ratio is None else [http.ratio],
+                        target=Target(RATIO_TARGET, at_least=True),
+                    ),
+                    Figure(
+                        f"next-lead p99, {leads} leads, {offered} cycles/s offered"
+                        + suffix,
+                        "ms",
+                        v[f"steady_{key}_p99"],
+                        v[f"steady_bare_{key}_p99"],
+                        bare_lease,
+                        Target(NEXT_LEAD_P99_TARGET_MS, at_least=False),
+                    ),
+                    Figure(
+                        f"next-lead p50, {leads} leads, {offered} cycles/s offered"
+                        + suffix,
+                        "ms",
+                        v[f"steady_{key}_p50"],
+                        v[f"steady_bare_{key}_p50"],
+                        bare_lease,
+                    ),
+                    Figure(
+                        f"next-lead p99 in the service, {leads} leads, {offered}/s"
+                        f" offered{suffix}",
+                        "ms",
+                        v[f"steady_{key}_service_p99"],
+                    ),
+                    Figure(
+                        f"next-lead p99, {leads} leads, closed loop{suffix}",
+                        "ms",
+                        v[f"http_{key}_p99"],
+                        v[f"bare_{size}_p99"],
+                        "bare lease, closed loop",
+                    ),
+                    Figure(
+                        f"next-lead p50, {leads} leads, closed loop{suffix}",
+                        "ms",
+                        v[f"http_{key}_p50"],
+                        v[f"bare_{size}_p50"],
+                        "bare lease, closed loop",
+                    ),
+                ]
+            )
+        # Each kind of figure for every copy count, then the next kind.
+        rows += [figure for kind in zip(*by_copies, strict=True) for figure in kind]
     smallest, largest = options.sizes[0], options.sizes[-1]
     if smallest != largest:
-        rows.append(
-            Figure(
-                f"cycles/s change from {_number(smallest)} to {_number(largest)} leads",
-                " %",
-                [_change(v[f"http_{smallest}"], v[f"http_{largest}"])],
-                [_change(v[f"bare_{smallest}"], v[f"bare_{largest}"])],
-                "same for bare asyncpg",
-                Target(SIZE_SPREAD_TARGET, at_least=False),
+        for copies in options.copies:
+            small, large = sample_key(smallest, copies), sample_key(largest, copies)
+            rows.append(
+                Figure(
+                    f"cycles/s change from {_number(smallest)} to"
+                    f" {_number(largest)} leads{copies_suffix(options, copies)}",
+                    " %",
+                    [_change(v[f"http_{small}"], v[f"http_{large}"])],
+                    [_change(v[f"bare_{smallest}"], v[f"bare_{largest}"])],
+                    "same for bare asyncpg",
+                    Target(SIZE_SPREAD_TARGET, at_least=False),
+                )
             )
-        )
     return rows
 
 
@@ -1263,8 +1445,8 @@ def report(bench: Bench, seconds: float) -> tuple[str, dict[str, Any]]:
             for size, plans in bench.plans.items()
         },
         "statements": {
-            str(size): [item.__dict__ for item in statements]
-            for size, statements in bench.statements.items()
+            key: [item.__dict__ for item in statements]
+            for key, statements in bench.statements.items()
         },
         "errors": dict(samples.errors),
         "first_errors": samples.first_errors,
@@ -1278,16 +1460,13 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     server = facts[0]
     first = facts[options.sizes[0]]
     zones = ", ".join(zone.name for zone in first["zones"])
+    per_count = "" if options.copies == (1,) else " and copy count"
     notes = [
         f"Medians of {options.repetitions} repetition(s) of {options.duration:g} s"
         f" after {options.warmup:g} s of warm-up; ratio = value ÷ baseline. The"
         " machine is shared with other work, so single figures are noisy."
         f" PostgreSQL {server['postgres']}, shared_buffers {server['shared_buffers']},"
-        f" synchronous_commit={server['synchronous_commit']}. The queue is one"
-        f" uvicorn process (database pool ≤ {options.baseline_connections}, outbox"
-        f" relay, scheduler and consumer inside it); the baseline's pool has"
-        f" {options.baseline_connections} connections for its {options.agents}"
-        " clients.",
+        f" synchronous_commit={server['synchronous_commit']}. {_queue_line(options)}",
         "",
         f"Each agent loops next-lead → outcome on its own connection; outcomes"
         f" rotate over {', '.join(sorted(set(DISPOSITIONS)))}, each an attempt"
@@ -1302,7 +1481,8 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         f" {options.agents} ÷ throughput by Little's law and says nothing about"
         " the service's speed. Next-lead latency is therefore taken at a steady"
         " offer (open loop, as wrk2 sends): the issue's throughput, or half of"
-        " what the closed loop managed at that size if that is less, spread over"
+        f" what the closed loop managed at that size{per_count} if that is less,"
+        " spread over"
         " the agents; each cycle starts on schedule and its next-lead is timed"
         " from being sent to being answered (the cycle p99 below is counted from"
         " when it was due). The service's own figure is"
@@ -1329,6 +1509,25 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         "",
     ]
     for size in options.sizes:
+        runs = []
+        for copies in options.copies:
+            key = sample_key(size, copies)
+            lead_in = (
+                " Outbox"
+                if options.copies == (1,)
+                else f" With {copies_text(copies)}: outbox"
+            )
+            runs.append(
+                f"{lead_in} backlog at the end of a closed-loop run"
+                f" {_spread(v[f'http_{key}_backlog'])} events, gone in"
+                f" {_spread(v[f'http_{key}_drain'])} s. At the steady offer:"
+                f" answered {_spread(v[f'steady_{key}'])} cycles/s (baseline"
+                f" {_spread(v[f'steady_bare_{key}'])}), cycle p99 from due time"
+                f" {_spread(v[f'steady_{key}_cycle_p99'])} ms (baseline"
+                f" {_spread(v[f'steady_bare_{key}_cycle_p99'])} ms), service p50"
+                f" {_spread(v[f'steady_{key}_service_p50'])} ms; closed loop,"
+                f" service p99 {_spread(v[f'http_{key}_service_p99'])} ms."
+            )
         notes.append(
             f"- {_number(size)} leads: queue — leads_ready_by_priority"
             f" {_spread(v[f'http_{size}_ready_index_blocks'])}, leads heap"
@@ -1337,19 +1536,11 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
             f" {_spread(v[f'bare_{size}_heap_blocks'])}. Dead lead tuples after"
             f" each repetition {_spread(v[f'http_{size}_dead_tuples'])},"
             " autovacuums of leads during it"
-            f" {_spread(v[f'http_{size}_autovacuums'])}. Outbox backlog at the end"
-            f" of a closed-loop run {_spread(v[f'http_{size}_backlog'])} events,"
-            f" gone in {_spread(v[f'http_{size}_drain'])} s. At the steady offer:"
-            f" answered {_spread(v[f'steady_{size}'])} cycles/s (baseline"
-            f" {_spread(v[f'steady_bare_{size}'])}), cycle p99 from due time"
-            f" {_spread(v[f'steady_{size}_cycle_p99'])} ms (baseline"
-            f" {_spread(v[f'steady_bare_{size}_cycle_p99'])} ms), service p50"
-            f" {_spread(v[f'steady_{size}_service_p50'])} ms; closed loop, service"
-            f" p99 {_spread(v[f'http_{size}_service_p99'])} ms."
+            f" {_spread(v[f'http_{size}_autovacuums'])}." + "".join(runs)
         )
     notes += ["", "CPU during the timed windows, medians:", ""]
     notes += [
-        f"- {name}: {describe_cpu(median_shares(shares))}"
+        f"- {name}: {describe_queue_cpu(median_shares(shares))}"
         for name, shares in samples.cpu.items()
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
@@ -1367,13 +1558,35 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     if errors and facts[0].get("service_log"):
         notes += [
             "",
-            "The end of the queue's log after the first run with errors:",
+            "The end of the queue's log (each copy's) after the first run with errors:",
             "",
             "```",
             facts[0]["service_log"],
             "```",
         ]
     return notes
+
+
+def _queue_line(options: Options) -> str:
+    pool = options.baseline_connections
+    baseline = (
+        f"the baseline's pool has {pool} connections for its {options.agents} clients."
+    )
+    if options.copies == (1,):
+        return (
+            f"The queue is one uvicorn process (database pool ≤ {pool}, outbox"
+            f" relay, scheduler and consumer inside it); {baseline}"
+        )
+    counts = ", ".join(str(copies) for copies in options.copies)
+    return (
+        f"The queue runs as {counts} uvicorn processes in turn, each on its own"
+        f" port against the same database and broker (each with a database pool"
+        f" ≤ {pool}, its scheduler and its consumer in the group; the first"
+        " copy, up throughout, leads the outbox relay), the agents dealt out in"
+        " turn over the copies; at each steady offer the baseline runs at the"
+        f" same offer, beside {copies_text(options.copies[0])} left idle;"
+        f" {baseline}"
+    )
 
 
 def _statement_lines(bench: Bench) -> list[str]:
@@ -1388,9 +1601,13 @@ def _statement_lines(bench: Bench) -> list[str]:
         " queue process ran, its relay, scheduler and consumer included.",
         "",
     ]
-    for size, statements in bench.statements.items():
+    for key, statements in bench.statements.items():
+        size, _, copies = key.partition("x")
+        heading = f"{_number(int(size))} leads"
+        if bench.options.copies != (1,):
+            heading += copies_suffix(bench.options, int(copies or 1))
         lines += [
-            f"### {_number(size)} leads",
+            f"### {heading}",
             "",
             "| calls | exec ms | plan ms | blocks | WAL bytes | statement |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -1442,11 +1659,16 @@ def run_stack(options: Options) -> Bench:
         workdir = Path(folder)
         with running_stack(workdir) as endpoints:
             log_path = workdir / "queue.log"
+            env = endpoints.service_env()
             with (
-                running_service("queue", endpoints.service_env(), log_path) as service,
+                running_service("queue", env, log_path) as service,
                 asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
             ):
-                return runner.run(measure(options, endpoints, service, log_path))
+                copies = QueueCopies(service, log_path, env)
+                try:
+                    return runner.run(measure(options, endpoints, copies))
+                finally:
+                    copies.stop_extra()
 
 
 if __name__ == "__main__":
