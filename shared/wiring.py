@@ -1,0 +1,126 @@
+"""What every service's ``app.py`` wires the same way.
+
+A service's ``create_app`` names itself, its settings, its clock and a
+``start`` coroutine; this module gives it logging, the runtime and lifespan,
+the common HTTP behaviour, the database pool with its migrations applied, the
+outbox relay and the ``lead-events`` consumer, so the services differ only in
+what is really theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from pathlib import Path
+
+import asyncpg
+from fastapi import FastAPI
+
+from shared.clock import Clock
+from shared.consumer import BatchHandler, EventConsumer
+from shared.db import create_pool
+from shared.http import Runtime, build_app, running
+from shared.kafka import make_producer
+from shared.logging import configure
+from shared.migrations import migrate_service
+from shared.outbox import OutboxRelay
+from shared.settings import LEAD_EVENTS_TOPIC, ServiceSettings
+
+#: Builds the service once the runtime exists; runs inside the lifespan.
+Start = Callable[[FastAPI, Runtime], Awaitable[None]]
+
+
+def service_app(
+    *,
+    service: str,
+    settings: ServiceSettings,
+    start: Start,
+    configure_logging: bool,
+    on_body_too_large: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The FastAPI app of ``service``; ``start`` runs when it starts serving,
+    and everything it spawned or opened on the runtime stops with it."""
+    if configure_logging:
+        configure(
+            json=settings.log_format == "json",
+            level=settings.log_level,
+            service=service,
+        )
+    runtime = Runtime(service=service)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running(runtime):
+            await start(app, runtime)
+            yield
+
+    app = build_app(
+        service=service,
+        version="1",
+        lifespan=lifespan,
+        runtime=runtime,
+        max_body_bytes=settings.max_body_bytes,
+        on_body_too_large=on_body_too_large,
+    )
+    app.state.settings = settings
+    return app
+
+
+async def open_database(
+    runtime: Runtime, settings: ServiceSettings, migrations: Path
+) -> asyncpg.Pool:
+    """The service's pool (owned by the runtime), its schema migrated."""
+    runtime.pool = pool = await create_pool(
+        settings.database_url,
+        schema=settings.db_schema,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+    )
+    async with pool.acquire() as connection:
+        await migrate_service(connection, settings.db_schema, migrations)
+    return pool
+
+
+def outbox_relay(settings: ServiceSettings, clock: Clock, service: str) -> OutboxRelay:
+    return OutboxRelay(
+        dsn=settings.database_url,
+        schema=settings.db_schema,
+        clock=clock,
+        producer_factory=lambda: make_producer(settings, client_id=f"{service}-outbox"),
+        poll_seconds=settings.outbox_poll_seconds,
+        batch_size=settings.outbox_batch_size,
+        retention_seconds=settings.outbox_retention_seconds,
+    )
+
+
+def lead_events_consumer(
+    settings: ServiceSettings,
+    pool: asyncpg.Pool,
+    clock: Clock,
+    *,
+    group: str,
+    handler: BatchHandler,
+    event_types: Collection[str],
+) -> EventConsumer:
+    """A consumer of ``lead-events`` as consumer group ``group``."""
+    return EventConsumer(
+        name=group,
+        topic=LEAD_EVENTS_TOPIC,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        pool=pool,
+        clock=clock,
+        handler=handler,
+        event_types=event_types,
+        producer_factory=lambda: make_producer(settings, client_id=f"{group}-dlq"),
+    )
+
+
+def run_events(runtime: Runtime, relay: OutboxRelay, consumer: EventConsumer) -> None:
+    """Starts the relay and the consumer, and reports the broker in /readyz."""
+    runtime.spawn("outbox", relay.run())
+    runtime.spawn("consumer", consumer.run())
+    runtime.readiness["broker"] = lambda: {
+        None: "unknown",
+        True: "ok",
+        False: "unreachable (events wait in the outbox)",
+    }[relay.broker_ok]
