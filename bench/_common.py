@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,6 +401,27 @@ class Run:
         self.errors += 1
         if self.first_error is None:
             self.first_error = f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Samples:
+    """Per-repetition figures by name, CPU shares by run, and what went wrong."""
+
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[str, list[dict[str, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    first_errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.values[name].append(value)
+
+    def add_run(self, name: str, run: Run) -> None:
+        self.cpu[name].append(run.cpu)
+        self.errors[name] += run.errors
+        if run.first_error and name not in self.first_errors:
+            self.first_errors[name] = run.first_error
 
 
 async def closed_loop(

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from bench._common import (
     LagProbe,
     RequestFailed,
     Run,
+    Samples,
     Session,
     Stock,
     Target,
@@ -434,27 +434,6 @@ class CopySession:
 
 
 # -- runs -------------------------------------------------------------------
-
-
-@dataclass
-class Samples:
-    """Per-repetition figures by name, CPU shares by run, and what went wrong."""
-
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    cpu: dict[str, list[dict[str, float]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    first_errors: dict[str, str] = field(default_factory=dict)
-
-    def add(self, name: str, value: float) -> None:
-        self.values[name].append(value)
-
-    def add_run(self, name: str, run: Run) -> None:
-        self.cpu[name].append(run.cpu)
-        self.errors[name] += run.errors
-        if run.first_error and name not in self.first_errors:
-            self.first_errors[name] = run.first_error
 
 
 @dataclass

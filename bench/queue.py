@@ -73,6 +73,7 @@ from bench._common import (
     HttpConnection,
     RequestFailed,
     Run,
+    Samples,
     Target,
     close_all,
     closed_loop,
@@ -942,27 +943,6 @@ async def _on_own_connection(dsn: str, sql: str, *arguments: Any) -> None:
 
 
 # -- runs -------------------------------------------------------------------
-
-
-@dataclass
-class Samples:
-    """Per-repetition figures by name, CPU shares by run, and what went wrong."""
-
-    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    cpu: dict[str, list[dict[str, float]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    first_errors: dict[str, str] = field(default_factory=dict)
-
-    def add(self, name: str, value: float) -> None:
-        self.values[name].append(value)
-
-    def add_run(self, name: str, run: Run) -> None:
-        self.cpu[name].append(run.cpu)
-        self.errors[name] += run.errors
-        if run.first_error and name not in self.first_errors:
-            self.first_errors[name] = run.first_error
 
 
 @dataclass
