@@ -98,11 +98,13 @@ def lead_events_consumer(
     pool: asyncpg.Pool,
     clock: Clock,
     *,
+    service: str,
     group: str,
     handler: BatchHandler,
     event_types: Collection[str],
 ) -> EventConsumer:
-    """A consumer of ``lead-events`` as consumer group ``group``."""
+    """A consumer of ``lead-events`` as consumer group ``group``; events it
+    cannot process go to the dead-letter topic as client ``<service>-dlq``."""
     return EventConsumer(
         name=group,
         topic=LEAD_EVENTS_TOPIC,
@@ -111,7 +113,7 @@ def lead_events_consumer(
         clock=clock,
         handler=handler,
         event_types=event_types,
-        producer_factory=lambda: make_producer(settings, client_id=f"{group}-dlq"),
+        producer_factory=lambda: make_producer(settings, client_id=f"{service}-dlq"),
     )
 
 

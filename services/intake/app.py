@@ -72,6 +72,7 @@ async def _start(
         settings,
         pool,
         clock,
+        service="intake",
         group="intake-dnc",
         handler=service.apply_events,
         event_types={LeadOptedOut.event_type, DncUpdated.event_type},

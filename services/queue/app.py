@@ -71,6 +71,7 @@ async def _start(
         settings,
         pool,
         clock,
+        service="queue",
         group="queue",
         handler=service.apply_events,
         event_types=CONSUMED,

@@ -852,15 +852,20 @@ async def mark_pool_for_replanning(
     call_target: int,
     changed_at: dt.datetime,
     limit: int,
+    *,
+    skip_locked: bool = True,
 ) -> int:
     """Up to ``limit`` leads of the pool take its target and are left for the
     scheduler's next pass to re-plan (a window that has "closed" is how it
     finds them); returns how many. Call until it returns less than ``limit``:
     each call is a short statement, so next-lead is never locked out of the
     pool for long. Leads on lease take the target only; leads held for the
-    DNC list stay held; leads no window fitted get another chance."""
+    DNC list stay held; leads no window fitted get another chance. With
+    ``skip_locked`` false it waits for leads other transactions hold, for a
+    last pass over the few that the skipping passes stepped over."""
+    skip = "SKIP LOCKED" if skip_locked else ""
     result = await connection.execute(
-        """
+        f"""
         UPDATE leads SET call_target = $2, updated_at = greatest(updated_at, $3),
             closes_at = CASE WHEN state = 'leased' OR wait_reason = 'dnc'
                              THEN closes_at ELSE '1970-01-01 00:00+00'::timestamptz END,
@@ -878,7 +883,7 @@ async def mark_pool_for_replanning(
                    OR (state <> 'leased' AND wait_reason IS DISTINCT FROM 'dnc'
                        AND closes_at <> '1970-01-01 00:00+00'::timestamptz))
             LIMIT $4
-            FOR UPDATE SKIP LOCKED
+            FOR UPDATE {skip}
         )
         """,
         pool_name,

@@ -271,6 +271,21 @@ class QueueService:
                 if count < batch:
                     break
                 await asyncio.sleep(0)
+            # Leads locked a moment ago (a next-lead's candidate, a call being
+            # recorded) were skipped: wait for them, so none keeps old rules.
+            for _ in range(3):
+                try:
+                    marked += await repository.mark_pool_for_replanning(
+                        connection,
+                        name,
+                        call_target,
+                        changed_at,
+                        batch,
+                        skip_locked=False,
+                    )
+                    break
+                except asyncpg.DeadlockDetectedError:
+                    continue  # an outcome locking siblings won; go again
         logger.info("pool.updated pool=%s replanning=%d", name, marked)
 
     async def get_pool(self, name: str) -> dict[str, Any]:
@@ -709,6 +724,8 @@ class QueueService:
             self._end(lead, effect.ends, disposition, agent_id, caused, now)
         elif lead.attempts >= lead.call_target:
             await self._exhaust(connection, lead, caused, now)
+            if listed and lead.state in QUEUED:
+                _hold_for_dnc(lead, now)  # moved on to exhausted_to, not callable
         elif declined_by_all:
             await self._exhaust_final(lead, caused, now, reason="declined_by_all")
         else:
@@ -875,8 +892,16 @@ class QueueService:
             )
 
     async def _exhaust(
-        self, connection: Connection, lead: Lead, caused: Caused, now: dt.datetime
+        self,
+        connection: Connection,
+        lead: Lead,
+        caused: Caused,
+        now: dt.datetime,
+        *,
+        reason: str | None = None,
     ) -> None:
+        """The lead reached its pool's target: it ends, with ``reason`` kept as
+        its wait reason, or starts a new round in the pool's exhausted_to."""
         rules = await self._pool_rules(connection, lead.pool)
         caused.emit(
             LeadExhausted(
@@ -895,7 +920,7 @@ class QueueService:
             await self._move(connection, lead, rules.exhausted_to, caused, now)
             await self._schedule(connection, lead, caused, now)
             return
-        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, None
+        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, reason
 
     async def _move(
         self,
@@ -939,8 +964,10 @@ class QueueService:
         rules = await self._pool_rules(connection, lead.pool)
         lead.call_target = rules.call_target
         if lead.attempts >= lead.call_target:
-            # The pool's target was lowered below what this lead has had.
-            await self._exhaust_final(lead, caused, now, reason="call_target")
+            # The pool's target is below what this lead has had (lowered, or a
+            # recycle into a pool with a smaller target): it is exhausted
+            # here, and goes on to the pool's exhausted_to if there is one.
+            await self._exhaust(connection, lead, caused, now, reason="call_target")
             return
         if phone_calls is None:
             if number is None and lead.phone:

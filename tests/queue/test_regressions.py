@@ -474,3 +474,53 @@ async def test_call_logged_on_a_converted_lead_keeps_it_converted(
     lead = await floor.lead(lead_id)
     assert (lead["state"], lead["attempts"]) == ("converted", 3)
     assert (await floor.api.get(f"/v1/dnc/{phone}")).status_code == 200
+
+
+async def test_lead_recycled_past_a_lower_target_goes_on_to_its_exhausted_to(
+    floor: Floor,
+) -> None:
+    """Regression: a lead recycled into a pool whose target it had already
+    reached ended exhausted there, never reaching that pool's exhausted_to."""
+    aged = await floor.pool()
+    second = await floor.pool(call_target=2, exhausted_to=aged)
+    first = await floor.pool(cadence="0m", recycle_to=second, agent_attempt_limit=None)
+    [lead_id] = await floor.leads(first)
+    agents = [await floor.agent([first]) for _ in range(2)]
+    await called(floor, agents[0])
+    await called(floor, agents[0])
+
+    await called(floor, agents[0], "not_interested")
+
+    lead = await floor.lead(lead_id)
+    assert (lead["pool"], lead["state"], lead["attempts"]) == (aged, "ready", 0)
+
+
+async def test_pool_change_reaches_a_lead_that_was_locked_at_that_moment(
+    floor: Floor, qdb: asyncpg.Connection
+) -> None:
+    """Regression: re-planning after a pool change skipped leads another
+    transaction held at that moment, so they kept the old plan for good."""
+    pool = await floor.pool()
+    lead_ids = await floor.leads(pool, 3)
+    before = await qdb.fetchval(
+        "SELECT closes_at FROM leads WHERE lead_id = $1", lead_ids[0]
+    )
+    shorter = {"weekdays": {"start": "08:00", "end": "20:00"}}
+    async with qdb.transaction():
+        await qdb.execute(
+            "SELECT 1 FROM leads WHERE lead_id = $1 FOR UPDATE", lead_ids[0]
+        )
+        change = asyncio.create_task(
+            floor.api.put(f"/v1/pools/{pool}", json={"calling_hours": shorter})
+        )
+        await asyncio.sleep(0.3)  # the change waits for this lock
+        assert not change.done()
+    answer = await change
+
+    assert answer.status_code == 200, answer.text
+    # Each lead is marked for re-planning (a closed window) or, if a scheduler
+    # pass ran since, re-planned into the shorter hours: none keeps 21:00.
+    closes = await qdb.fetch(
+        "SELECT closes_at FROM leads WHERE lead_id = ANY($1::uuid[])", lead_ids
+    )
+    assert before not in {row["closes_at"] for row in closes}
