@@ -140,16 +140,26 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+#: Numbers handed out this session: random ones collide now and then, and a
+#: test's lead must not share a number with another test's (the queue ties
+#: leads with one number together).
+_ISSUED_PHONES: set[str] = set()
+
+
 def unique_phone() -> str:
     """A valid US number no other test uses (555-01xx is reserved for fiction,
     so vary the area code and exchange instead)."""
-    digits = uuid.uuid4().int
-    area = ["212", "305", "415", "312", "617", "702", "808", "503"][digits % 8]
-    exchange = 200 + (digits >> 3) % 700
-    if exchange % 100 == 11:  # N11 codes are service numbers, not exchanges
-        exchange += 1
-    line = (digits >> 13) % 10_000
-    return f"+1{area}{exchange}{line:04d}"
+    while True:
+        digits = uuid.uuid4().int
+        area = ["212", "305", "415", "312", "617", "702", "808", "503"][digits % 8]
+        exchange = 200 + (digits >> 3) % 700
+        if exchange % 100 == 11:  # N11 codes are service numbers, not exchanges
+            exchange += 1
+        line = (digits >> 13) % 10_000
+        number = f"+1{area}{exchange}{line:04d}"
+        if number not in _ISSUED_PHONES:
+            _ISSUED_PHONES.add(number)
+            return number
 
 
 def unique_email() -> str:
