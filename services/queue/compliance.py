@@ -90,6 +90,11 @@ class FrequencyCaps:
             per_24h=_lower(self.per_24h, other.per_24h),
         )
 
+    def rolling(self) -> FrequencyCaps:
+        """The per-day and 24-hour caps only: a reached lifetime cap ends a
+        lead rather than delaying it, so callers check it on its own."""
+        return FrequencyCaps(per_day=self.per_day, per_24h=self.per_24h)
+
 
 @dataclass(frozen=True)
 class StateRule:

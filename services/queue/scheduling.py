@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from services.queue.compliance import callable_window, cap_free_at, rules_for
@@ -102,7 +102,7 @@ def plan(facts: LeadFacts, rules: PoolRules, now: dt.datetime) -> Plan:
         and max(facts.attempts, facts.phone_lifetime_calls) >= caps.lifetime
     ):
         return _final("exhausted", "lifetime_cap", at, priority, target_at)
-    rolling = replace(caps, lifetime=None)
+    rolling = caps.rolling()
     lead_free = cap_free_at(at, facts.recent_calls, rolling, zones[0])
     phone_free = cap_free_at(at, facts.phone_calls, rolling, zones[0])
     free = max(lead_free or at, phone_free or at)

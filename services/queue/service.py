@@ -81,6 +81,7 @@ from shared.events import (
     LeadSnapshot,
     new_event,
 )
+from shared.outbox import add_events
 
 logger = logging.getLogger(__name__)
 
@@ -709,17 +710,7 @@ class QueueService:
             # A call logged on a finished lead counts and leaves it finished;
             # only an opt-out still has its effect (the number is listed).
             if disposition == "dnc":
-                caused.emit(
-                    LeadOptedOut(
-                        lead_id=lead.lead_id,
-                        phone=lead.phone,
-                        email=lead.email,
-                        channel="all",
-                        opted_out_at=now,
-                    ),
-                    lead.lead_id,
-                    now,
-                )
+                _emit_opted_out(lead, caused, now)
         elif effect.ends is not None:
             self._end(lead, effect.ends, disposition, agent_id, caused, now)
         elif lead.attempts >= lead.call_target:
@@ -727,7 +718,7 @@ class QueueService:
             if listed and lead.state in QUEUED:
                 _hold_for_dnc(lead, now)  # moved on to exhausted_to, not callable
         elif declined_by_all:
-            await self._exhaust_final(lead, caused, now, reason="declined_by_all")
+            _end_exhausted(lead, caused, now, "declined_by_all")
         else:
             if disposition == "callback":
                 assert callback_at is not None
@@ -807,7 +798,7 @@ class QueueService:
             return None
         _, legal_caps, _ = rules_for(lead.country, lead.region)
         zone = (lead.timezones or [rules.timezone])[0]
-        free = cap_free_at(now, phone_calls, _rolling(legal_caps), zone)
+        free = cap_free_at(now, phone_calls, legal_caps.rolling(), zone)
         return free if free is not None and free > now else None
 
     async def _exclusion(
@@ -879,17 +870,7 @@ class QueueService:
                 now,
             )
         elif state == "opted_out":
-            caused.emit(
-                LeadOptedOut(
-                    lead_id=lead.lead_id,
-                    phone=lead.phone,
-                    email=lead.email,
-                    channel="all",
-                    opted_out_at=now,
-                ),
-                lead.lead_id,
-                now,
-            )
+            _emit_opted_out(lead, caused, now)
 
     async def _exhaust(
         self,
@@ -903,24 +884,14 @@ class QueueService:
         """The lead reached its pool's target: it ends, with ``reason`` kept as
         its wait reason, or starts a new round in the pool's exhausted_to."""
         rules = await self._pool_rules(connection, lead.pool)
-        caused.emit(
-            LeadExhausted(
-                lead_id=lead.lead_id,
-                pool=lead.pool,
-                attempts=lead.attempts,
-                call_target=lead.call_target,
-                exhausted_at=now,
-            ),
-            lead.lead_id,
-            now,
-        )
-        if rules.exhausted_to and rules.exhausted_to != lead.pool:
-            # Another round in another pool: its own target, counted afresh.
-            lead.attempts = 0
-            await self._move(connection, lead, rules.exhausted_to, caused, now)
-            await self._schedule(connection, lead, caused, now)
+        if not (rules.exhausted_to and rules.exhausted_to != lead.pool):
+            _end_exhausted(lead, caused, now, reason)
             return
-        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, reason
+        # Another round in another pool: its own target, counted afresh.
+        _emit_exhausted(lead, caused, now)
+        lead.attempts = 0
+        await self._move(connection, lead, rules.exhausted_to, caused, now)
+        await self._schedule(connection, lead, caused, now)
 
     async def _move(
         self,
@@ -977,7 +948,7 @@ class QueueService:
         planned = plan(facts, rules, now)
         if planned.state == "exhausted":
             lead.attempts = max(lead.attempts, 0)
-            await self._exhaust_final(lead, caused, now, reason="lifetime_cap")
+            _end_exhausted(lead, caused, now, "lifetime_cap")
             return
         lead.state = planned.state
         lead.due_at, lead.closes_at = planned.due_at, planned.closes_at
@@ -991,22 +962,6 @@ class QueueService:
                 seconds=rules.callback_hold_seconds
             )
         lead.updated_at = now
-
-    async def _exhaust_final(
-        self, lead: Lead, caused: Caused, now: dt.datetime, *, reason: str
-    ) -> None:
-        caused.emit(
-            LeadExhausted(
-                lead_id=lead.lead_id,
-                pool=lead.pool,
-                attempts=lead.attempts,
-                call_target=lead.call_target,
-                exhausted_at=now,
-            ),
-            lead.lead_id,
-            now,
-        )
-        lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, reason
 
     # --- releases and expiry ----------------------------------------------
 
@@ -1517,8 +1472,6 @@ class QueueService:
     async def _write_events(
         self, connection: Connection, caused: Caused, now: dt.datetime
     ) -> None:
-        from shared.outbox import add_events
-
         await add_events(connection, caused.events, now_ts=now)
 
     def _committed(self, caused: Caused) -> None:
@@ -1533,10 +1486,40 @@ def _required(value: Any) -> Any:
     return value
 
 
-def _rolling(caps: Any) -> Any:
-    from dataclasses import replace
+def _emit_exhausted(lead: Lead, caused: Caused, now: dt.datetime) -> None:
+    caused.emit(
+        LeadExhausted(
+            lead_id=lead.lead_id,
+            pool=lead.pool,
+            attempts=lead.attempts,
+            call_target=lead.call_target,
+            exhausted_at=now,
+        ),
+        lead.lead_id,
+        now,
+    )
 
-    return replace(caps, lifetime=None)
+
+def _end_exhausted(
+    lead: Lead, caused: Caused, now: dt.datetime, reason: str | None
+) -> None:
+    """The lead ends exhausted in its pool; ``reason`` is kept as why."""
+    _emit_exhausted(lead, caused, now)
+    lead.state, lead.ended_at, lead.wait_reason = "exhausted", now, reason
+
+
+def _emit_opted_out(lead: Lead, caused: Caused, now: dt.datetime) -> None:
+    caused.emit(
+        LeadOptedOut(
+            lead_id=lead.lead_id,
+            phone=lead.phone,
+            email=lead.email,
+            channel="all",
+            opted_out_at=now,
+        ),
+        lead.lead_id,
+        now,
+    )
 
 
 def _recycle_reason(
@@ -1780,11 +1763,11 @@ def _blocking_reasons(
                 "until": lead.reserved_until,
             }
         )
-    _, legal_caps, _ = rules_for(lead.country, lead.region)
+    legal_hours, legal_caps, _ = rules_for(lead.country, lead.region)
     caps = rules.caps.as_frequency_caps().stricter(legal_caps)
     zones = zones_of(facts, rules)
     for calls, whose in ((lead.recent_calls, "lead"), (facts.phone_calls, "number")):
-        free = cap_free_at(now, calls, _rolling(caps), zones[0])
+        free = cap_free_at(now, calls, caps.rolling(), zones[0])
         if free is not None and free > now:
             reasons.append(
                 {
@@ -1801,7 +1784,6 @@ def _blocking_reasons(
                 "until": number["leased_until"],
             }
         )
-    legal_hours, _, _ = rules_for(lead.country, lead.region)
     window = callable_window(
         now, zones, rules.calling_hours.as_calling_hours(), legal_hours
     )
