@@ -51,7 +51,13 @@ def is_retriable(error: BaseException) -> bool:
 
 
 class EventConsumer:
-    """Consumes ``topic`` as group ``name``; runs until cancelled."""
+    """Consumes ``topic`` as group ``name``; runs until cancelled.
+
+    ``after_commit`` runs each time a transaction that applied new events has
+    committed. A handler stages there what must happen once per applied event
+    and cannot be rolled back (Prometheus observations): a batch that fails
+    and is re-run must not have counted them already.
+    """
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class EventConsumer:
         event_types: Collection[str] | None = None,
         producer_factory: Callable[[], AIOKafkaProducer],
         max_records: int = 500,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._topic = topic
@@ -75,6 +82,7 @@ class EventConsumer:
         self._event_types = frozenset(event_types) if event_types else None
         self._dead_letters = LazyProducer(producer_factory)
         self._max_records = max_records
+        self._after_commit = after_commit
         self._consumer: AIOKafkaConsumer | None = None
         #: Partitions currently assigned to this copy (for tests and /readyz).
         self.assignment: frozenset[TopicPartition] = frozenset()
@@ -208,6 +216,8 @@ class EventConsumer:
                 with event_context(fresh[0] if len(fresh) == 1 else None):
                     await self._handler(connection, fresh)
         EVENTS_CONSUMED.labels(self.name).inc(len(fresh))
+        if fresh and self._after_commit is not None:
+            self._after_commit()
 
     async def _record(
         self, connection: Connection, envelopes: Sequence[Envelope]

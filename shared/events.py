@@ -89,6 +89,10 @@ class LeadQueued(EventData):
     source: str | None = None
     campaign: str | None = None
     call_target: int
+    #: The pool's cadence: seconds before attempt 1, 2, … counted from
+    #: ``queued_at``; the last gap repeats. Empty from producers older than
+    #: the field, which then leaves readers to assume no schedule.
+    cadence_seconds: list[float] = Field(default_factory=list)
     due_at: dt.datetime
     queued_at: dt.datetime
 

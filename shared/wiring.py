@@ -102,6 +102,7 @@ def lead_events_consumer(
     group: str,
     handler: BatchHandler,
     event_types: Collection[str],
+    after_commit: Callable[[], None] | None = None,
 ) -> EventConsumer:
     """A consumer of ``lead-events`` as consumer group ``group``; events it
     cannot process go to the dead-letter topic as client ``<service>-dlq``."""
@@ -114,6 +115,7 @@ def lead_events_consumer(
         handler=handler,
         event_types=event_types,
         producer_factory=lambda: make_producer(settings, client_id=f"{service}-dlq"),
+        after_commit=after_commit,
     )
 
 

@@ -1,5 +1,2 @@
-"""Metrics service: rolling lead-penetration counters (not built yet).
-
-The package exists so the layout and the import boundaries are in place; the
-launcher starts only services that have an ``app.py``.
-"""
+"""Metrics service: rolling lead-penetration counters, Prometheus gauges,
+the managers' reports and the call-target planner (see docs/metrics.md)."""

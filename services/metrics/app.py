@@ -1,0 +1,97 @@
+"""Wiring of the metrics service.
+
+Run as ``uvicorn --factory services.metrics.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.metrics.api import router
+from services.metrics.service import MetricsService
+from services.metrics.settings import MetricsSettings
+from shared.clock import Clock, SystemClock
+from shared.events import (
+    CallLogged,
+    LeadConverted,
+    LeadDuplicate,
+    LeadExhausted,
+    LeadInvalid,
+    LeadOptedOut,
+    LeadQueued,
+    LeadReceived,
+)
+from shared.http import Runtime
+from shared.wiring import lead_events_consumer, open_database, service_app
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: The events the counters are made of; every other type is skipped undecoded.
+CONSUMED = {
+    model.event_type
+    for model in (
+        LeadReceived,
+        LeadDuplicate,
+        LeadQueued,
+        CallLogged,
+        LeadExhausted,
+        LeadConverted,
+        LeadOptedOut,
+        LeadInvalid,
+    )
+}
+
+
+def create_app(
+    settings: MetricsSettings | None = None,
+    clock: Clock | None = None,
+    *,
+    configure_logging: bool = True,
+) -> FastAPI:
+    settings = settings or MetricsSettings()
+    clock = clock or SystemClock()
+
+    async def start(app: FastAPI, runtime: Runtime) -> None:
+        await _start(app, runtime, settings, clock)
+
+    app = service_app(
+        service="metrics",
+        settings=settings,
+        start=start,
+        configure_logging=configure_logging,
+    )
+    app.include_router(router)
+    return app
+
+
+async def _start(
+    app: FastAPI, runtime: Runtime, settings: MetricsSettings, clock: Clock
+) -> None:
+    pool = await open_database(runtime, settings, MIGRATIONS)
+    service = MetricsService(pool=pool, settings=settings, clock=clock)
+    consumer = lead_events_consumer(
+        settings,
+        pool,
+        clock,
+        service="metrics",
+        group="metrics",
+        handler=service.apply_events,
+        event_types=CONSUMED,
+        after_commit=service.after_commit,
+    )
+    app.state.metrics = service
+    app.state.consumer = consumer
+    # The service publishes nothing, so it has no outbox relay to run.
+    runtime.spawn("consumer", consumer.run())
+    runtime.readiness["consumer"] = lambda: (
+        f"{len(consumer.assignment)} partitions assigned"
+        if consumer.assignment
+        else "no partitions assigned (yet, or another copy holds them all)"
+    )
+    runtime.spawn("slots", service.run_slot_counter())
+    runtime.spawn("gauges", service.run_gauges())
+    logger.info("metrics.started")

@@ -1,0 +1,48 @@
+"""Metrics' settings: the shared ones plus ``METRICS_*`` variables."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class MetricsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="METRICS_", extra="ignore")
+
+    service_name: str = "metrics"
+    #: The zone whose calendar days the day counters and reports use: the
+    #: sales floor's, so "today" is the manager's today.
+    business_timezone: str = "UTC"
+    #: How often planned attempts whose time has come are counted as due.
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    #: Slots counted per transaction of the slot counter.
+    slot_batch: int = Field(5000, ge=1, le=1_000_000)
+    #: How often the penetration gauges are recomputed from the day counters.
+    #: Each refresh aggregates 30 days of counters, so keep it above the
+    #: scrape interval rather than below.
+    gauge_seconds: float = Field(30.0, gt=0)
+    #: A lead still open whose next attempt is later than its cadence's gap
+    #: by more than this counts as abandoned. The default allows for nights
+    #: and closed calling hours.
+    abandon_grace_seconds: float = Field(24 * 3600, ge=0)
+    #: "Called within" figure of the speed-to-lead reports.
+    fast_call_seconds: float = Field(300, gt=0)
+    #: An agent with a call in this span counts as active.
+    active_agent_seconds: float = Field(900, gt=0)
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.business_timezone)
