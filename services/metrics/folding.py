@@ -285,12 +285,13 @@ class Folder:
             return  # an older round, seen late: the newer one stands
         if lead.round_started_at is not None:
             self._cut_round(lead, lead.round_started_at, data.queued_at)
+            lead.round_attempts = 0
+        # else this is the first round; calls seen before it belong to it.
         lead.pool = data.pool
         lead.first_pool = lead.first_pool or data.pool
         lead.round_started_at = data.queued_at
         lead.call_target = data.call_target
         lead.cadence_seconds = list(data.cadence_seconds)
-        lead.round_attempts = 0
         lead.target_total += data.call_target
         if lead.state != "converted":
             lead.state, lead.ended_at = "open", None

@@ -615,7 +615,8 @@ async def attempts_distribution(
             UNION ALL
             SELECT attempts, 'abandoned' FROM cohort
             WHERE state = 'open' AND NOT dnc AND cardinality(cadence_seconds) > 0
-              AND coalesce(last_call_at, round_started_at)
+              -- greatest() skips NULLs: the round's start when never called
+              AND greatest(last_call_at, round_started_at)
                   + make_interval(secs => cadence_seconds[
                         least(round_attempts + 1, cardinality(cadence_seconds))]
                         + $4::float8)

@@ -114,9 +114,7 @@ class Script:
 
     def event(self, data: EventData, at: dt.datetime) -> Envelope:
         lead_id = getattr(data, "lead_id", None)
-        envelope = new_event(
-            data, source="redial/test", subject=str(lead_id), time=at
-        )
+        envelope = new_event(data, source="redial/test", subject=str(lead_id), time=at)
         self.events.append(envelope)
         return envelope
 
@@ -224,9 +222,7 @@ class Script:
         )
 
     def duplicate(self, lead_id: uuid.UUID, at: dt.datetime) -> None:
-        original = LeadReceived(
-            lead_id=lead_id, source=self.source, received_at=at
-        )
+        original = LeadReceived(lead_id=lead_id, source=self.source, received_at=at)
         self.event(
             LeadDuplicate(
                 lead_id=lead_id,
