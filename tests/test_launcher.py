@@ -68,6 +68,19 @@ async def _queued(queue_url: str, lead_id: str) -> dict[str, object]:
                 await asyncio.sleep(0.2)
 
 
+async def _counted(metrics_url: str, lead_id: str) -> dict[str, object]:
+    """The lead's penetration once the metrics service has seen it queued."""
+    async with httpx.AsyncClient(base_url=metrics_url) as http:
+        async with asyncio.timeout(90):
+            while True:
+                answer = await http.get(f"/v1/leads/{lead_id}/penetration")
+                if answer.status_code == 200 and answer.json()["pool"]:
+                    document: dict[str, object] = answer.json()
+                    return document
+                assert answer.status_code in (200, 404), answer.text
+                await asyncio.sleep(0.2)
+
+
 async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
@@ -95,6 +108,7 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         intake_url = f"http://127.0.0.1:{8001 + offset}"
         assert intake_url in welcome
         assert f"http://127.0.0.1:{8002 + offset}" in welcome
+        assert f"http://127.0.0.1:{8003 + offset}" in welcome
         children = psutil.Process(launcher.pid).children(recursive=True)
 
         async with httpx.AsyncClient(base_url=intake_url) as http:
@@ -111,6 +125,11 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
         assert queued["pool"] == "default"
         # Waiting or ready depends on the wall clock's hour in Florida.
         assert queued["state"] in ("waiting", "ready")
+        # The queue's lead.queued reaches the metrics service: the lead is
+        # counted in its pool, its first attempt planned at once.
+        counted = await _counted(f"http://127.0.0.1:{8003 + offset}", lead_id)
+        assert (counted["pool"], counted["call_target"]) == ("default", 8)
+        assert counted["attempts"] == 0
 
         launcher.send_signal(signal.SIGINT)
         rest, _ = await asyncio.to_thread(launcher.communicate, timeout=60)
