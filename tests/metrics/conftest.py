@@ -182,7 +182,7 @@ class Script:
                 team=team,
                 attempt=attempt,
                 call_target=target,
-                disposition=disposition,  # type: ignore[arg-type]
+                disposition=disposition,
                 called_at=at,
             ),
             at,
