@@ -409,6 +409,39 @@ async def penetration_by_worker(
     )
 
 
+_GROUP_KEYS = {
+    "pool": "pool",
+    "source": "source",
+    "agent": "agent",
+    "team": "team",
+    "day": "day::text",
+}
+
+
+async def dispositions(
+    connection: Connection,
+    group_by: str,
+    first_day: dt.date,
+    last_day: dt.date,
+    pool: str | None,
+    source: str | None,
+) -> list[Any]:
+    """Per group: the window's attempts by disposition, from group_days."""
+    key = _GROUP_KEYS[group_by]
+    where, values = _filters(3, pool, source)
+    sums = ", ".join(f"sum({name})::bigint AS {name}" for name in DISPOSITIONS)
+    return await connection.fetch(
+        f"""
+        SELECT {key} AS key, {sums} FROM group_days
+        WHERE day BETWEEN $1 AND $2 AND attempts > 0 {where}
+        GROUP BY 1
+        """,
+        first_day,
+        last_day,
+        *values,
+    )
+
+
 async def arrivals(
     connection: Connection,
     group_by: str,

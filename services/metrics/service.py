@@ -229,6 +229,9 @@ class MetricsService:
                 rows = await repository.penetration_by_day_key(
                     connection, group_by, span.first, span.last, pool, source
                 )
+            by_disposition = await repository.dispositions(
+                connection, group_by, span.first, span.last, pool, source
+            )
             arrivals = await repository.arrivals(
                 connection,
                 group_by,
@@ -241,12 +244,19 @@ class MetricsService:
                 source,
             )
         speed = {row["key"]: row for row in arrivals}
+        calls = {row["key"]: row for row in by_disposition}
+        counted = {row["key"]: row for row in rows}
         groups = []
-        for key in sorted({row["key"] for row in rows} | speed.keys()):
-            row = next((r for r in rows if r["key"] == key), None)
+        for key in sorted(counted.keys() | speed.keys()):
             groups.append(
                 {group_by: key}
-                | _penetration_figures(row, group_by)
+                | _penetration_figures(counted.get(key), group_by)
+                | {
+                    "attempts_by_disposition": {
+                        name: calls[key][name] if key in calls else 0
+                        for name in DISPOSITIONS
+                    }
+                }
                 | _speed_figures(speed.get(key), self._settings.fast_call_seconds)
             )
         return {
@@ -538,6 +548,3 @@ def _observe(observation: Observation) -> None:
         ATTEMPTS_AT_CONTACT.labels(observation.pool).observe(observation.value)
     elif observation.metric == "attempts_at_conversion":
         ATTEMPTS_AT_CONVERSION.labels(observation.pool).observe(observation.value)
-
-
-__all__ = ["DISPOSITIONS", "MetricsService"]

@@ -48,6 +48,7 @@ async def test_the_worked_example_of_the_metrics_page(
     assert (day["leads"], day["attempts"], day["attempts_due"]) == (3, 9, 9)
     assert day["penetration"] == pytest.approx(7 / 9, rel=1e-12)
     assert day["uncapped_penetration"] == 1.0
+    assert day["attempts_by_disposition"]["no_answer"] == 9
     assert day["speed_to_lead_seconds"] == {"p50": 120.0, "p90": 8664.0}
     assert day["share_called_within"] == pytest.approx(2 / 3, rel=1e-12)
 
