@@ -73,10 +73,13 @@ def planned_attempts(
     a cadence shorter than the target repeats). Empty without a cadence."""
     if not cadence_seconds:
         return []
+    # Gaps are elapsed seconds: in UTC, because adding a timedelta to a time
+    # in a zone with DST (a ZoneInfo) moves its wall clock, not the instant.
+    origin = start.astimezone(dt.UTC)
     plan, elapsed = [], 0.0
     for attempt in range(1, target + 1):
         elapsed += cadence_seconds[min(attempt - 1, len(cadence_seconds) - 1)]
-        plan.append((attempt, start + dt.timedelta(seconds=elapsed)))
+        plan.append((attempt, origin + dt.timedelta(seconds=elapsed)))
     return plan
 
 
@@ -120,7 +123,9 @@ class LeadRow:
         return cls(**values)
 
     def values(self) -> tuple[Any, ...]:
-        return dataclasses.astuple(self)
+        # Not dataclasses.astuple: it deep-copies every value (lists, datetimes,
+        # uuids), which cost more than all of a batch's SQL (bench/metrics.py).
+        return tuple(getattr(self, column.name) for column in dataclasses.fields(self))
 
 
 @dataclass(frozen=True)

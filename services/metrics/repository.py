@@ -466,7 +466,12 @@ async def arrivals(
         if value is not None:
             values.append(value)
             clauses.append(f"AND {column} = ${len(values)}")
-    speed = "greatest(0, extract(epoch FROM first_call_at - received_at))"
+    # greatest() skips NULLs, so it alone would rate an uncalled lead as
+    # called at once (0 s) in the percentiles and the called-within count.
+    speed = (
+        "CASE WHEN first_call_at IS NOT NULL"
+        " THEN greatest(0, extract(epoch FROM first_call_at - received_at)) END"
+    )
     return await connection.fetch(
         f"""
         SELECT {key} AS key, count(*) AS arrived,

@@ -92,9 +92,13 @@ def decode_cursor(cursor: str) -> PageKey:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         penetration, missing, lead_id = orjson.loads(raw)
-        return float(penetration), int(missing), uuid.UUID(lead_id)
+        key = float(penetration), int(missing), uuid.UUID(lead_id)
     except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError):
         _refuse("cursor", "not a cursor this API returned")
+    if not -(2**31) <= key[1] < 2**31:
+        # The query binds it as an int; out of range it would fail there (500).
+        _refuse("cursor", "not a cursor this API returned")
+    return key
 
 
 def _refuse(field: str, message: str) -> NoReturn:
