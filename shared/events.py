@@ -93,6 +93,9 @@ class LeadQueued(EventData):
     #: ``queued_at``; the last gap repeats. Empty from producers older than
     #: the field, which then leaves readers to assume no schedule.
     cadence_seconds: list[float] = Field(default_factory=list)
+    #: Attempts the lead brings into this pool (a recycle keeps them, a new
+    #: round after exhaustion starts from 0): its next is attempt attempts+1.
+    attempts: int = Field(0, ge=0)
     due_at: dt.datetime
     queued_at: dt.datetime
 

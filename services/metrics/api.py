@@ -43,7 +43,7 @@ async def penetration(
 async def list_penetration(
     request: Request,
     group_by: CohortGroupBy = "pool",
-    window: Annotated[str | None, Query(description=WINDOW_HELP)] = None,
+    window: Annotated[str | None, Query(description=WINDOW_HELP, max_length=32)] = None,
     pool: Name = None,
     source: Name = None,
 ) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import datetime as dt
 import uuid
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,21 +65,29 @@ def business_day(moment: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.date:
     return moment.astimezone(zone).date()
 
 
+#: The most attempts one round plans (the queue's own limit on a target), so
+#: a malformed target cannot make a batch plan millions of slots.
+MAX_PLANNED_ATTEMPTS = 100
+
+
 def planned_attempts(
-    start: dt.datetime, cadence_seconds: Sequence[float], target: int
+    start: dt.datetime, cadence_seconds: Sequence[float], target: int, first: int = 1
 ) -> list[tuple[int, dt.datetime]]:
     """The cadence's plan for a round: (attempt k, when it falls due) for
-    k = 1…target, attempt k at ``start`` + the first k gaps (the last gap of
-    a cadence shorter than the target repeats). Empty without a cadence."""
+    k = first…target, attempt k at ``start`` + the first k gaps (the last gap
+    of a cadence shorter than the target repeats). ``first`` > 1 for a lead
+    that brought attempts into the round; the queue plans it the same way.
+    Empty without a cadence."""
     if not cadence_seconds:
         return []
     # Gaps are elapsed seconds: in UTC, because adding a timedelta to a time
     # in a zone with DST (a ZoneInfo) moves its wall clock, not the instant.
     origin = start.astimezone(dt.UTC)
     plan, elapsed = [], 0.0
-    for attempt in range(1, target + 1):
+    for attempt in range(1, min(target, MAX_PLANNED_ATTEMPTS) + 1):
         elapsed += cadence_seconds[min(attempt - 1, len(cadence_seconds) - 1)]
-        plan.append((attempt, origin + dt.timedelta(seconds=elapsed)))
+        if attempt >= first:
+            plan.append((attempt, origin + dt.timedelta(seconds=elapsed)))
     return plan
 
 
@@ -96,6 +104,8 @@ class LeadRow:
     round_started_at: dt.datetime | None = None
     call_target: int | None = None
     cadence_seconds: list[float] = field(default_factory=list)
+    #: Attempts the lead brought into the round (kept by a recycle).
+    round_carried: int = 0
     round_attempts: int = 0
     target_total: int = 0
     attempts: int = 0
@@ -208,8 +218,10 @@ class Folder:
     """Folds one batch of events into :class:`Changes`.
 
     ``leads`` holds the stored rows of the batch's leads (missing ones start
-    empty); ``slots`` the stored slots of those leads whose round may change
-    (see :func:`needs_slots`).
+    empty); ``slots`` every stored slot of the leads in ``slots_loaded``, the
+    leads whose slots the batch may change (see :func:`needs_slots`).
+    Planning a lead whose slots were not loaded would write over stored ones
+    blind, so it is refused as a programming error.
     """
 
     def __init__(
@@ -217,14 +229,24 @@ class Folder:
         leads: dict[uuid.UUID, LeadRow],
         slots: Iterable[Slot],
         zone: zoneinfo.ZoneInfo,
+        slots_loaded: Collection[uuid.UUID],
     ) -> None:
         self._zone = zone
         self.changes = Changes(leads=leads)
-        self._slots: dict[uuid.UUID, dict[tuple[dt.datetime, int], Slot]] = defaultdict(
-            dict
-        )
+        self._loaded = frozenset(slots_loaded)
+        self._slots: dict[uuid.UUID, dict[tuple[dt.datetime, int], Slot]] = {
+            lead_id: {} for lead_id in self._loaded
+        }
         for slot in slots:
             self._slots[slot.lead_id][(slot.round_started_at, slot.attempt)] = slot
+
+    def _slots_of(self, lead_id: uuid.UUID) -> dict[tuple[dt.datetime, int], Slot]:
+        try:
+            return self._slots[lead_id]
+        except KeyError:
+            raise RuntimeError(
+                f"slots of lead {lead_id} were not loaded for this batch"
+            ) from None
 
     def fold(self, events: Sequence[Envelope]) -> Changes:
         for envelope in events:
@@ -263,7 +285,9 @@ class Folder:
         lead = self._lead(data.lead_id)
         lead.source = data.source
         lead.campaign = data.campaign
-        lead.dnc = data.dnc
+        dnc_changed, lead.dnc = lead.dnc != data.dnc, data.dnc
+        if dnc_changed and lead.round_started_at is not None:
+            self._plan_round(lead)
         if lead.received_at is None:
             lead.received_at = data.received_at
             if lead.first_call_at is not None:
@@ -289,15 +313,23 @@ class Folder:
         if lead.round_started_at is not None and data.queued_at < lead.round_started_at:
             return  # an older round, seen late: the newer one stands
         if lead.round_started_at is not None:
-            self._cut_round(lead, lead.round_started_at, data.queued_at)
-            lead.round_attempts = 0
-        # else this is the first round; calls seen before it belong to it.
+            # From the move on the new round plans the lead's attempts.
+            self._cut_round(lead, lead.round_started_at, data.queued_at, moved=True)
+            lead.round_attempts = data.attempts
+        else:
+            # The first round: calls seen before its lead.queued belong to it.
+            lead.round_attempts = max(lead.round_attempts, data.attempts)
         lead.pool = data.pool
         lead.first_pool = lead.first_pool or data.pool
         lead.round_started_at = data.queued_at
+        if data.attempts and lead.call_target is not None:
+            # A recycle: the lead carries on toward one target, now this pool's.
+            lead.target_total += data.call_target - lead.call_target
+        else:
+            lead.target_total += data.call_target
+        lead.round_carried = data.attempts
         lead.call_target = data.call_target
         lead.cadence_seconds = list(data.cadence_seconds)
-        lead.target_total += data.call_target
         if lead.state != "converted":
             lead.state, lead.ended_at = "open", None
         self._plan_round(lead)
@@ -335,10 +367,10 @@ class Folder:
             and lead.round_started_at is not None
             and data.pool == lead.pool
         ):
-            # The pool's target changed under the round: re-plan its slots.
+            # The pool's target changed under the round: re-plan from this call.
             lead.target_total += data.call_target - lead.call_target
             lead.call_target = data.call_target
-            self._plan_round(lead)
+            self._plan_round(lead, changed_at=data.called_at)
         self._count_call(lead, data, contact, conversion)
 
     def _count_call(
@@ -389,17 +421,31 @@ class Folder:
 
     # -- slots --------------------------------------------------------------
 
-    def _plan_round(self, lead: LeadRow) -> None:
-        """Make the stored slots of the lead's round match its plan."""
+    def _plan_round(self, lead: LeadRow, changed_at: dt.datetime | None = None) -> None:
+        """Make the stored slots of the lead's round match its plan.
+
+        ``changed_at`` is when the target changed under the round: the days
+        before it keep the slots they had, and an attempt the new target adds
+        is planned no earlier than that moment.
+        """
         assert lead.round_started_at is not None
         assert lead.pool is not None
         start, pool = lead.round_started_at, lead.pool
-        wanted = dict(
-            planned_attempts(start, lead.cadence_seconds, lead.call_target or 0)
+        plan = planned_attempts(
+            start, lead.cadence_seconds, lead.call_target or 0, lead.round_carried + 1
         )
-        stored = self._slots[lead.lead_id]
+        wanted = {
+            attempt: due if changed_at is None else max(due, changed_at)
+            for attempt, due in plan
+        }
+        stored = self._slots_of(lead.lead_id)
         for (round_start, attempt), slot in list(stored.items()):
-            if round_start == start and attempt not in wanted:
+            if (
+                round_start == start
+                and attempt not in wanted
+                and not slot.cancelled
+                and (changed_at is None or slot.due_at > changed_at)
+            ):
                 self._cancel(slot)
         for attempt, due in wanted.items():
             found = stored.get((start, attempt))
@@ -414,15 +460,32 @@ class Folder:
                     source=lead.source or "",
                 )
                 self._store(new)
-            elif found.cancelled and (lead.ended_at is None or due <= lead.ended_at):
+            elif found.cancelled:
                 self._store(dataclasses.replace(found, cancelled=False))
-        if lead.ended_at is not None and lead.state in ENDED:
+        if lead.state in ENDED and lead.ended_at is not None:
             self._cut_round(lead, start, lead.ended_at)
+        elif lead.dnc:
+            # The number may not be called: nothing of the round falls due.
+            self._cut_round(lead, start, None)
 
-    def _cut_round(self, lead: LeadRow, start: dt.datetime, at: dt.datetime) -> None:
-        """Cancel the round's slots planned after ``at``."""
-        for (round_start, _), slot in list(self._slots[lead.lead_id].items()):
-            if round_start == start and slot.due_at > at and not slot.cancelled:
+    def _cut_round(
+        self,
+        lead: LeadRow,
+        start: dt.datetime,
+        at: dt.datetime | None,
+        *,
+        moved: bool = False,
+    ) -> None:
+        """Cancel the round's slots planned after ``at`` (every one: None).
+
+        A slot planned at the very moment a lead ended stays due (the call
+        that ended it was that attempt); one planned at the moment it moved
+        to another pool is the new round's to plan (``moved``).
+        """
+        for (round_start, _), slot in list(self._slots_of(lead.lead_id).items()):
+            if round_start != start or slot.cancelled:
+                continue
+            if at is None or slot.due_at > at or (moved and slot.due_at == at):
                 self._cancel(slot)
 
     def _cancel(self, slot: Slot) -> None:
@@ -436,7 +499,7 @@ class Folder:
 
     def _store(self, slot: Slot) -> None:
         key = (slot.round_started_at, slot.attempt)
-        self._slots[slot.lead_id][key] = slot
+        self._slots_of(slot.lead_id)[key] = slot
         self.changes.slots[(slot.lead_id, *key)] = slot
 
     # -- observations -------------------------------------------------------
@@ -456,14 +519,14 @@ class Folder:
 
 
 def needs_slots(envelope: Envelope, stored: LeadRow | None) -> bool:
-    """Whether folding the event may change the lead's stored slots: rounds
-    begin and end, and a call may tell of a changed target."""
+    """Whether folding the event may change the lead's stored slots. Every
+    event but a call may (rounds begin and end, an arrival may put the number
+    on the DNC list), and they are few per lead; a call only when it tells of
+    a changed target. Calls are most of the traffic, so this matters."""
     data = envelope.data
     if isinstance(data, CallLogged):
-        return stored is not None and data.call_target != stored.call_target
-    return isinstance(
-        data, LeadQueued | LeadExhausted | LeadConverted | LeadOptedOut | LeadInvalid
-    )
+        return stored is None or data.call_target != stored.call_target
+    return True
 
 
 def lead_of(envelope: Envelope) -> uuid.UUID | None:

@@ -27,6 +27,7 @@ _LEAD_TYPES = {
     "converted_at": "timestamptz",
     "ended_at": "timestamptz",
     "call_target": "int",
+    "round_carried": "int",
     "round_attempts": "int",
     "target_total": "int",
     "attempts": "int",
@@ -249,7 +250,8 @@ async def _touch_agents(connection: Connection, changes: Changes) -> None:
         INSERT INTO agents AS a (agent, team, last_call_at)
         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
         ON CONFLICT (agent) DO UPDATE SET
-            team = EXCLUDED.team,
+            team = CASE WHEN EXCLUDED.last_call_at >= a.last_call_at
+                        THEN EXCLUDED.team ELSE a.team END,
             last_call_at = greatest(a.last_call_at, EXCLUDED.last_call_at)
         """,
         agents,
@@ -348,6 +350,8 @@ async def penetration_by_day_key(
             FROM lead_days
             WHERE day BETWEEN $1 AND $2 {where}
             GROUP BY 1, lead_id
+            -- A slot counted and then taken back leaves a row of zeros.
+            HAVING sum(attempts) > 0 OR sum(scheduled) > 0
         )
         SELECT key, count(*) AS leads, sum(attempts)::bigint AS attempts,
                sum(scheduled)::bigint AS scheduled,
@@ -392,6 +396,7 @@ async def penetration_by_worker(
             WHERE d.day BETWEEN $1 AND $2 {where}
               AND d.lead_id IN (SELECT lead_id FROM worked)
             GROUP BY d.lead_id
+            HAVING sum(d.attempts) > 0 OR sum(d.scheduled) > 0
         )
         SELECT w.key, count(*) AS leads, sum(p.attempts)::bigint AS attempts,
                sum(p.scheduled)::bigint AS scheduled,
@@ -461,7 +466,11 @@ async def arrivals(
     if group_by == "day":
         values.append(zone)
         key = f"(received_at AT TIME ZONE ${len(values)})::date::text"
-    clauses = []
+    # Agents and teams own the leads they called first; nobody owns the rest.
+    clauses = {
+        "agent": ["AND first_call_agent IS NOT NULL"],
+        "team": ["AND first_call_at IS NOT NULL"],
+    }.get(group_by, [])
     for column, value in (("first_pool", pool), ("source", source)):
         if value is not None:
             values.append(value)
@@ -485,7 +494,8 @@ async def arrivals(
                                        - make_interval(secs => $4::float8)
                ) AS waiting
         FROM leads
-        WHERE received_at >= $1 AND received_at < $2 {" ".join(clauses)}
+        -- A number on the DNC list is not to be called: not a lead to be fast on.
+        WHERE received_at >= $1 AND received_at < $2 AND NOT dnc {" ".join(clauses)}
         GROUP BY 1
         """,
         *values,
@@ -500,7 +510,9 @@ async def lead_days(connection: Connection, lead_id: uuid.UUID) -> list[Any]:
     return await connection.fetch(
         """
         SELECT day, pool, source, attempts, scheduled, contacts, conversions
-        FROM lead_days WHERE lead_id = $1 ORDER BY day, pool
+        FROM lead_days
+        WHERE lead_id = $1 AND (attempts > 0 OR scheduled > 0)
+        ORDER BY day, pool
         """,
         lead_id,
     )
@@ -522,19 +534,19 @@ async def below_target(
     day: dt.date,
     pool: str | None,
     source: str | None,
-    after: tuple[float, int, uuid.UUID] | None,
+    after: tuple[float, int, uuid.UUID, str] | None,
     limit: int,
 ) -> list[Any]:
-    """Leads whose attempts on ``day`` fell short of the slots due that day,
-    worst first: lowest penetration, then most attempts missing, then id.
-    ``after`` is the sort key of the last row of the previous page."""
+    """Rows of lead_days on ``day`` with fewer attempts than slots due, worst
+    first: lowest penetration, then most attempts missing, then lead id and
+    pool. ``after`` is the sort key of the last row of the previous page."""
     where, values = _filters(2, pool, source)
     position = len(values) + 2
     page = ""
     if after is not None:
         page = (
-            f"AND (penetration, -missing, lead_id) > "
-            f"(${position}::float8, ${position + 1}::int, ${position + 2}::uuid)"
+            f"AND (penetration, -missing, lead_id, pool) > (${position}::float8,"
+            f" ${position + 1}::int, ${position + 2}::uuid, ${position + 3}::text)"
         )
         values += list(after)
     values.append(limit)
@@ -548,7 +560,7 @@ async def below_target(
             WHERE day = $1 AND attempts < scheduled {where}
         ) AS short
         WHERE true {page}
-        ORDER BY penetration, missing DESC, lead_id
+        ORDER BY penetration, missing DESC, lead_id, pool
         LIMIT ${len(values) + 1}
         """,
         day,
@@ -572,14 +584,22 @@ async def cohort(
     behind list penetration, saturation, unique-attempt penetration and the
     source scorecard."""
     key = _COHORT_KEYS[group_by]
-    where, values = _filters(3, pool, source)
+    # Only a window's bounds are parameters: "$1 IS NULL OR …" would keep a
+    # generic plan off the arrival index.
+    bounds = [] if since is None or until is None else [since, until]
+    arrived = "AND received_at >= $1 AND received_at < $2" if bounds else ""
+    where, values = _filters(len(bounds) + 1, pool, source)
     return await connection.fetch(
         f"""
         SELECT {key} AS key, count(*) AS leads,
                count(*) FILTER (WHERE attempts > 0) AS attempted,
                coalesce(sum(attempts), 0)::bigint AS attempts,
-               coalesce(sum(target_total), 0)::bigint AS target,
-               coalesce(sum(least(attempts, target_total)), 0)::bigint AS capped,
+               -- Leads on the DNC list have no attempts due, hence no target.
+               coalesce(sum(target_total) FILTER (WHERE NOT dnc), 0)::bigint
+                   AS target,
+               coalesce(
+                   sum(least(attempts, target_total)) FILTER (WHERE NOT dnc), 0
+               )::bigint AS capped,
                count(*) FILTER (WHERE first_contact_attempt IS NOT NULL) AS contacted,
                count(*) FILTER (WHERE converted_attempt IS NOT NULL) AS converted,
                count(*) FILTER (WHERE state = 'exhausted') AS exhausted,
@@ -589,15 +609,11 @@ async def cohort(
                count(*) FILTER (WHERE state = 'open' AND dnc) AS dnc,
                coalesce(sum(duplicates), 0)::bigint AS duplicates
         FROM leads
-        WHERE received_at IS NOT NULL
-          AND ($1::timestamptz IS NULL OR received_at >= $1)
-          AND ($2::timestamptz IS NULL OR received_at < $2)
-          {where}
+        WHERE received_at IS NOT NULL {arrived} {where}
         GROUP BY 1
         ORDER BY 1
         """,
-        since,
-        until,
+        *bounds,
         *values,
     )
 

@@ -19,7 +19,11 @@ GroupBy = Literal["pool", "source", "agent", "team", "day"]
 CohortGroupBy = Literal["pool", "source"]
 #: Longest window a report accepts: a year of day counters.
 MAX_WINDOW_DAYS = 366
-_RELATIVE = re.compile(r"^(\d{1,3})d$")
+_RELATIVE = re.compile(r"^([1-9]\d{0,2}|0)d$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Days a report may name: wide enough for any real data, and far enough
+#: from date's own limits that a window's end (a day later) always exists.
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2199, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -73,26 +77,35 @@ def parse_window(
 
 def parse_day(text: str, field: str = "day") -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text) if _DATE.match(text) else None
     except ValueError:
+        day = None
+    if day is None:
         _refuse(field, f"{text!r} is not a date (YYYY-MM-DD)")
+    if not FIRST_DAY <= day <= LAST_DAY:
+        _refuse(field, f"{text} is outside {FIRST_DAY}..{LAST_DAY}")
+    return day
 
 
-#: The sort key of a below-target row: (penetration, missing, lead id).
-PageKey = tuple[float, int, uuid.UUID]
+#: The sort key of a below-target row: (penetration, −missing, lead id,
+#: pool). The pool is part of it: a lead that changed pools during the day
+#: has a row in each, with the same penetration possibly.
+PageKey = tuple[float, int, uuid.UUID, str]
 
 
 def encode_cursor(key: PageKey) -> str:
-    penetration, missing, lead_id = key
-    raw = orjson.dumps([penetration, missing, str(lead_id)])
+    penetration, missing, lead_id, pool = key
+    raw = orjson.dumps([penetration, missing, str(lead_id), pool])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> PageKey:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        penetration, missing, lead_id = orjson.loads(raw)
-        key = float(penetration), int(missing), uuid.UUID(lead_id)
+        penetration, missing, lead_id, pool = orjson.loads(raw)
+        if not isinstance(pool, str):
+            raise TypeError("pool")
+        key = float(penetration), int(missing), uuid.UUID(lead_id), pool
     except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError):
         _refuse("cursor", "not a cursor this API returned")
     if not -(2**31) <= key[1] < 2**31:

@@ -98,7 +98,7 @@ class MetricsService:
             and needs_slots(envelope, leads.get(lead))
         ]
         slots = await repository.lock_slots(connection, reslotted)
-        changes: Changes = Folder(leads, slots, self._zone).fold(envelopes)
+        changes: Changes = Folder(leads, slots, self._zone, reslotted).fold(envelopes)
         await repository.write(connection, changes)
         self._staged = changes.observations
 
@@ -284,6 +284,7 @@ class MetricsService:
             "received_at": _iso(lead["received_at"]),
             "attempts": lead["attempts"],
             "call_target": target,
+            "target_total": lead["target_total"],
             "round": {
                 "pool": lead["pool"],
                 "started_at": _iso(lead["round_started_at"]),
@@ -353,7 +354,14 @@ class MetricsService:
                 for row in page
             ],
             "next_cursor": (
-                encode_cursor((last["penetration"], -last["missing"], last["lead_id"]))
+                encode_cursor(
+                    (
+                        last["penetration"],
+                        -last["missing"],
+                        last["lead_id"],
+                        last["pool"],
+                    )
+                )
                 if more and last
                 else None
             ),
@@ -434,7 +442,7 @@ class MetricsService:
                     "duplicate_rate": _ratio(duplicated, leads + duplicated),
                     "leads_attempted": attempted,
                     "attempts": row["attempts"],
-                    "penetration": _ratio(row["capped"], row["target"]),
+                    "target_penetration": _ratio(row["capped"], row["target"]),
                     "saturation": _ratio(row["attempts"], leads),
                     "contacted": row["contacted"],
                     "converted": row["converted"],

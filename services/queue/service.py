@@ -915,6 +915,7 @@ class QueueService:
                 campaign=lead.campaign,
                 call_target=lead.call_target,
                 cadence_seconds=list(rules.cadence),
+                attempts=lead.attempts,
                 due_at=now,
                 queued_at=now,
             ),

@@ -140,6 +140,7 @@ class Script:
         target: int = 4,
         cadence: Sequence[float] = (0, 3600, 4 * 3600, 86400),
         pool: str | None = None,
+        carried: int = 0,
     ) -> None:
         self.event(
             LeadQueued(
@@ -148,6 +149,7 @@ class Script:
                 source=self.source,
                 call_target=target,
                 cadence_seconds=list(cadence),
+                attempts=carried,
                 due_at=at,
                 queued_at=at,
             ),

@@ -61,7 +61,7 @@ class Store:
         leads = {i: self.leads[i] for i in ids if i in self.leads}
         slots = [s for s in self.slots.values() if s.lead_id in ids]
         changes = Folder(
-            {i: LeadRow(**vars(row)) for i, row in leads.items()}, slots, ZONE
+            {i: LeadRow(**vars(row)) for i, row in leads.items()}, slots, ZONE, ids
         ).fold(events)
         self.leads.update(changes.leads)
         self.slots.update(changes.slots)

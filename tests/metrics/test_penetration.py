@@ -21,19 +21,21 @@ never         11:00   none                                    11 12 16     0  3 
 opted_out     13:00   13:03 a dnc; opted out 13:04            13           1  1  1
 second_agent  15:00   15:04 b no_answer, 16:02 b contacted    15 16 20     2  3  2
 invalid       17:00   17:01 c wrong_number; invalid 17:02     17           1  1  1
-dnc           22:58   none (the number is on the DNC list)    22:58        0  1  0
-                                                              total       17 22 16
+dnc           22:58   none (the number is on the DNC list:    none         0  0  -
+                      nothing of its round falls due)
+                                                              total       17 21 16
 
-Pool (= source = day) for D: penetration 16/22, uncapped 17/22; leads with a
-contact: on_time, converted, over_called, opted_out, second_agent (5/10; a
-wrong number is no contact); with a conversion: converted (1/10).
+Pool (= source = day) for D: nine leads with attempts due, penetration
+16/21, uncapped 17/21; leads with a contact: on_time, converted,
+over_called, opted_out, second_agent (5/9; a wrong number is no contact);
+with a conversion: converted (1/9).
 
 Speed to lead (s): capped 600, late 14400, on_time 120, converted 60,
-over_called 60, opted_out 180, second_agent 240, invalid 60; never and dnc
-are uncalled. Sorted 60 60 60 120 180 240 600 14400: p50 at position 3.5 =
-(120 + 180) / 2 = 150; p90 at 6.3 = 600 + 0.3 x 13800 = 4740. Called within
-300 s: 6; dnc (22:58) is uncalled and younger than 300 s at 23:00, so the
-share is 6 / (10 - 1).
+over_called 60, opted_out 180, second_agent 240, invalid 60; never is
+uncalled, and dnc (not to be called) is left out of speed to lead. Sorted
+60 60 60 120 180 240 600 14400: p50 at position 3.5 = (120 + 180) / 2 = 150;
+p90 at 6.3 = 600 + 0.3 x 13800 = 4740. Called within 300 s: 6 of the 9
+arrivals.
 
 The agent and team groups (the leads each called, with everyone's figures):
 
@@ -47,8 +49,8 @@ team-b     as agent-b                                   3     6   6   5    2
 
 Speed per first-calling agent: a 60 60 120 180 600 14400 (p50 150, p90 at 4.5
 = 7500, 4 within 300 s); b 240; c 60; team-a adds c's 60 to a's (p50 120, p90
-at 5.4 = 600 + 0.4 x 13800 = 6120, 5 of 7 within); the uncalled never and dnc
-make a group of their own with no first-calling agent.
+at 5.4 = 600 + 0.4 x 13800 = 6120, 5 of 7 within); leads nobody called have
+no first-calling agent, so no agent or team group.
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ LEADS: dict[str, tuple[Any, ...]] = {
     "opted_out": (1, 1, 1, 0, "opted_out", 180.0, 1, None, 1, None),
     "second_agent": (2, 3, 1, 0, "open", 240.0, 2, None, 2, (4, 20, 0, 1)),
     "invalid": (1, 1, 0, 0, "invalid", 60.0, None, None, 1, None),
-    "dnc": (0, 1, 0, 0, "open", None, None, None, 0, (2, 23, 58, 0)),
+    "dnc": (0, 0, 0, 0, "open", None, None, None, 0, None),
 }
 
 
@@ -218,25 +220,29 @@ async def check_leads(
         assert figures["pool"] == script.pool, name
         assert figures["source"] == script.source, name
         assert (figures["attempts"], figures["attempts_due"]) == (attempts, due), name
-        assert figures["penetration"] == min(attempts, due) / due, name
-        assert figures["uncapped_penetration"] == attempts / due, name
+        assert figures["penetration"] == (min(attempts, due) / due if due else None)
+        assert figures["uncapped_penetration"] == (attempts / due if due else None)
         assert figures["state"] == state, name
         assert figures["speed_to_lead_seconds"] == seconds, name
         assert figures["first_contact_attempt"] == first_contact, name
         assert figures["converted_attempt"] == converted, name
         assert figures["round"]["attempts"] == round_attempts, name
         assert figures["round"]["target_penetration"] == round_attempts / 4, name
-        assert figures["days"] == [
-            {
-                "day": script.day.isoformat(),
-                "pool": script.pool,
-                "attempts": attempts,
-                "attempts_due": due,
-                "penetration": min(attempts, due) / due,
-                "contacts": contacts,
-                "conversions": conversions,
-            }
-        ], name
+        assert figures["days"] == (
+            [
+                {
+                    "day": script.day.isoformat(),
+                    "pool": script.pool,
+                    "attempts": attempts,
+                    "attempts_due": due,
+                    "penetration": min(attempts, due) / due,
+                    "contacts": contacts,
+                    "conversions": conversions,
+                }
+            ]
+            if due
+            else []
+        ), name
         if upcoming is None:
             assert figures["next_attempt_due"] is None, name
         else:
@@ -273,13 +279,13 @@ def speed(
 
 #: The pool's (source's, day's) figures for D.
 WHOLE_DAY = {
-    "leads": 10,
+    "leads": 9,
     "attempts": 17,
-    "attempts_due": 22,
-    "penetration": 16 / 22,
-    "uncapped_penetration": 17 / 22,
-    "contact_rate": 5 / 10,
-    "conversion_rate": 1 / 10,
+    "attempts_due": 21,
+    "penetration": 16 / 21,
+    "uncapped_penetration": 17 / 21,
+    "contact_rate": 5 / 9,
+    "conversion_rate": 1 / 9,
 }
 WHOLE_DAY |= calls(
     no_answer=7,
@@ -291,19 +297,7 @@ WHOLE_DAY |= calls(
     wrong_number=1,
     dnc=1,
 )
-WHOLE_DAY |= speed(10, 8, 150.0, 4740.0, 6 / 9)
-#: never and dnc, whom nobody called: speed figures without penetration.
-NOBODY = {
-    "leads": 0,
-    "attempts": 0,
-    "attempts_due": 0,
-    "penetration": None,
-    "uncapped_penetration": None,
-    "contact_rate": None,
-    "conversion_rate": None,
-    "own_attempts": 0,
-} | calls()
-NOBODY |= speed(2, 0, None, None, 0 / 1)
+WHOLE_DAY |= speed(9, 8, 150.0, 4740.0, 6 / 9)
 TEAM_B = {
     "leads": 2,
     "attempts": 6,
@@ -316,7 +310,6 @@ TEAM_B = {
 } | calls(no_answer=1, contacted=1, not_interested=1)
 TEAM_B |= speed(1, 1, 240.0, 240.0, 1.0)
 AGENTS = [
-    {"agent": ""} | NOBODY,
     {
         "agent": "agent-a",
         "leads": 6,
@@ -346,7 +339,6 @@ AGENTS = [
     | speed(1, 1, 60.0, 60.0, 1.0),
 ]
 TEAMS = [
-    {"team": ""} | NOBODY,
     {
         "team": "team-a",
         "leads": 7,
@@ -408,12 +400,11 @@ async def check_groups(api: httpx.AsyncClient, script: Script) -> None:
 async def check_below_target(
     api: httpx.AsyncClient, script: Script, leads: dict[str, uuid.UUID]
 ) -> None:
-    """Short on D: never 0/3 and dnc 0/1 (penetration 0, most missing
-    first), then late and second_agent at 2/3 with one missing, by lead id."""
+    """Short on D: never 0/3 (penetration 0), then late and second_agent
+    at 2/3 with one missing, by lead id. dnc has nothing due."""
     tied = sorted([leads["late"], leads["second_agent"]])
     expected = [
         (leads["never"], 0, 3, 3, 0.0),
-        (leads["dnc"], 0, 1, 1, 0.0),
         *((lead, 2, 3, 1, 2 / 3) for lead in tied),
     ]
     for limit in (1, 2, 3, 50):
@@ -459,8 +450,9 @@ async def check_below_target(
 async def check_cohorts(api: httpx.AsyncClient, script: Script) -> None:
     """The ten leads as they stand at 23:00. Not dialable: capped and
     over_called exhausted, converted, invalid, opted_out, and dnc (open but on
-    the list): 6. Attempted: 8. Lifetime target 4 each: Σ min(attempts, 4) =
-    17 of 40. Contacted and converted per lead attempted: 5/8 and 1/8."""
+    the list): 6. Attempted: 8. Lifetime target 4 each but dnc's (nothing is
+    due on a listed number): Σ min(attempts, 4) = 17 of 36. Contacted and
+    converted per lead attempted: 5/8 and 1/8."""
     cohort = {
         "leads": 10,
         "not_dialable": {
@@ -498,7 +490,7 @@ async def check_cohorts(api: httpx.AsyncClient, script: Script) -> None:
             "duplicate_rate": 1 / 11,
             "leads_attempted": 8,
             "attempts": 17,
-            "penetration": 17 / 40,
+            "target_penetration": 17 / 36,
             "saturation": 17 / 10,
             "contacted": 5,
             "converted": 1,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.events import Envelope, LeadRecycled, decode
+from shared.events import Envelope, LeadQueued, LeadRecycled, decode
 from tests.conftest import unique_phone
 from tests.queue.conftest import Floor, next_local, unique
 
@@ -1052,6 +1052,29 @@ async def test_exhausted_lead_moves_to_the_exhausted_to_pool(
     again = await lease(floor, second_agent)
     assert (again["lead"]["lead_id"], again["pool"]) == (str(lead_id), second_round)
     assert again["attempt"] == 1
+
+
+async def test_lead_queued_tells_the_cadence_and_the_attempts_a_lead_brings(
+    floor: Floor, qdb: asyncpg.Connection
+) -> None:
+    """The metrics plan a round's attempts from lead.queued: a recycle to
+    another pool keeps the lead's attempts, a new arrival brings none."""
+    other = await floor.pool(call_target=5, cadence="0m 30m")
+    pool = await floor.pool(call_target=5, cadence="0m 10m 1h", recycle_to=other)
+    [lead_id] = await floor.leads(pool)
+    agent = await floor.agent([pool])
+
+    await called(floor, agent, "not_interested")
+
+    queued = [
+        event.data
+        for event in await events(qdb, lead_id)
+        if isinstance(event.data, LeadQueued)
+    ]
+    assert [
+        (data.pool, data.attempts, data.cadence_seconds, data.call_target)
+        for data in queued
+    ] == [(pool, 0, [0, 600, 3600], 5), (other, 1, [0, 1800], 5)]
 
 
 async def test_second_outcome_for_a_lease_is_refused(

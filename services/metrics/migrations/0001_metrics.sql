@@ -20,6 +20,9 @@ CREATE TABLE leads (
     round_started_at timestamptz,
     call_target integer,
     cadence_seconds double precision[] NOT NULL DEFAULT '{}',
+    -- Attempts brought into the round (a recycle to another pool keeps
+    -- them): its plan starts at attempt round_carried + 1.
+    round_carried integer NOT NULL DEFAULT 0,
     round_attempts integer NOT NULL DEFAULT 0,
     -- The sum of the targets of every round so far (lifetime penetration).
     target_total integer NOT NULL DEFAULT 0,
@@ -130,4 +133,6 @@ CREATE TABLE agents (
 ALTER TABLE leads SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
 ALTER TABLE lead_days SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
 ALTER TABLE group_days SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
-ALTER TABLE slots SET (autovacuum_vacuum_scale_factor = 0.02);
+-- Counting a slot changes its partial index's predicate: such updates are
+-- never HOT, but free room on the page still keeps them off other pages.
+ALTER TABLE slots SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
