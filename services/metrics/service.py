@@ -15,10 +15,11 @@ Definitions (docs/metrics.md has them with a worked example):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -111,6 +112,16 @@ class MetricsService:
             _observe(observation)
         self._staged, self._staged_events = [], []
 
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Connection]:
+        """A connection in a read-only transaction tuned for aggregation."""
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(readonly=True),
+        ):
+            await repository.tune_for_reports(connection)
+            yield connection
+
     # -- due slots --------------------------------------------------------------
 
     async def count_due_slots(self) -> int:
@@ -142,30 +153,23 @@ class MetricsService:
         """Recompute every gauge from the counters."""
         now = self._clock.now()
         today = now.astimezone(self._zone).date()
-        async with self._pool.acquire() as connection:
-            pool_source: dict[tuple[str, ...], float] = {}
-            team: dict[tuple[str, ...], float] = {}
-            for window in WINDOWS:
-                span = parse_window(window, today, self._zone)
-                for row in await repository.gauge_penetration(
-                    connection, span.first, span.last, by_team=False
-                ):
-                    if row["scheduled"]:
-                        key = (row["pool"], row["source"], window)
-                        pool_source[key] = row["capped"] / row["scheduled"]
-                for row in await repository.gauge_penetration(
-                    connection, span.first, span.last, by_team=True
-                ):
-                    if row["scheduled"]:
-                        team[(row["key"], window)] = row["capped"] / row["scheduled"]
+        windows = [
+            (name.removesuffix("d"), parse_window(name, today, self._zone).first)
+            for name in WINDOWS
+        ]
+        async with self._reading() as connection:
+            by_pool = await repository.gauge_penetration(connection, windows, today)
+            by_team = await repository.gauge_team_penetration(
+                connection, windows, today
+            )
             pools = await repository.pool_gauges(connection)
             agents = await repository.active_agents(
                 connection,
                 now - dt.timedelta(seconds=self._settings.active_agent_seconds),
             )
             teams = await repository.known_teams(connection)
-        self._set("penetration", PENETRATION, pool_source)
-        self._set("team_penetration", TEAM_PENETRATION, team)
+        self._set("penetration", PENETRATION, _by_window(by_pool, "pool", "source"))
+        self._set("team_penetration", TEAM_PENETRATION, _by_window(by_team, "team"))
         self._set(
             "list",
             LIST_PENETRATION,
@@ -220,7 +224,7 @@ class MetricsService:
         self, group_by: GroupBy, window: str, pool: str | None, source: str | None
     ) -> dict[str, Any]:
         span = self.window(window)
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             if group_by in ("agent", "team"):
                 rows = await repository.penetration_by_worker(
                     connection, group_by, span.first, span.last, pool, source
@@ -267,7 +271,7 @@ class MetricsService:
         }
 
     async def lead_penetration(self, lead_id: uuid.UUID) -> dict[str, Any]:
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             lead = await repository.lead(connection, lead_id)
             if lead is None:
                 raise NotFound(f"no events seen for lead {lead_id}")
@@ -332,7 +336,7 @@ class MetricsService:
     ) -> dict[str, Any]:
         on = parse_day(day) if day else self._today()
         after: PageKey | None = decode_cursor(cursor) if cursor else None
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             rows = await repository.below_target(
                 connection, on, pool, source, after, limit + 1
             )
@@ -375,7 +379,7 @@ class MetricsService:
         source: str | None,
     ) -> dict[str, Any]:
         span = self.window(window) if window else None
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             rows = await repository.cohort(
                 connection,
                 group_by,
@@ -421,7 +425,7 @@ class MetricsService:
 
     async def scorecard(self, window: str) -> dict[str, Any]:
         span = self.window(window)
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             rows = await repository.cohort(
                 connection, "source", span.since, span.until, None, None
             )
@@ -457,7 +461,7 @@ class MetricsService:
         self, window: str, pool: str | None, source: str | None
     ) -> dict[str, Any]:
         span = self.window(window)
-        async with self._pool.acquire() as connection:
+        async with self._reading() as connection:
             rows = await repository.attempts_distribution(
                 connection,
                 span.since,
@@ -493,6 +497,19 @@ class MetricsService:
             "conversions_after_third_attempt": late,
             "share_lost_if_stopped_at_three": _ratio(late, conversions),
         }
+
+
+def _by_window(rows: Sequence[Any], *keys: str) -> dict[tuple[str, ...], float]:
+    """Gauge values per (keys…, window) from rows of due_<n>/capped_<n>."""
+    values = {}
+    for row in rows:
+        for window in WINDOWS:
+            name = window.removesuffix("d")
+            due = row[f"due_{name}"]
+            if due:
+                labels = (*(row[key] for key in keys), window)
+                values[labels] = row[f"capped_{name}"] / due
+    return values
 
 
 #: A scorecard source that sent only duplicates in the window.

@@ -21,10 +21,10 @@ class MetricsSettings(ServiceSettings):
     tick_seconds: float = Field(1.0, gt=0, le=60)
     #: Slots counted per transaction of the slot counter.
     slot_batch: int = Field(5000, ge=1, le=1_000_000)
-    #: How often the penetration gauges are recomputed from the day counters.
-    #: Each refresh aggregates 30 days of counters, so keep it above the
-    #: scrape interval rather than below.
-    gauge_seconds: float = Field(30.0, gt=0)
+    #: How often the gauges are recomputed from the day counters. A refresh
+    #: aggregates 30 days of them: about 2 s of database time with 100 000
+    #: leads active in the window, so keep it well above the scrape interval.
+    gauge_seconds: float = Field(60.0, gt=0)
     #: A lead still open whose next attempt is later than its cadence's gap
     #: by more than this counts as abandoned. The default allows for nights
     #: and closed calling hours.
