@@ -50,6 +50,11 @@ ACTIVE_AGENTS = Gauge(
     "Agents with a call in the last 15 minutes (METRICS_ACTIVE_AGENT_SECONDS).",
     ["team"],
 )
+GAUGES_REFRESHED = Gauge(
+    "redial_metrics_gauges_refreshed_timestamp_seconds",
+    "When this copy last recomputed the gauges above (Unix time); a stale"
+    " value means they no longer move.",
+)
 ATTEMPTS = Counter(
     "redial_metrics_attempts_total",
     "Calls counted, by disposition.",

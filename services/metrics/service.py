@@ -40,6 +40,7 @@ from services.metrics.metrics import (
     ATTEMPTS_AT_CONVERSION,
     ATTEMPTS_PER_LEAD,
     EVENT_DELAY,
+    GAUGES_REFRESHED,
     LIST_PENETRATION,
     OLDEST_UNCALLED,
     PENETRATION,
@@ -196,6 +197,7 @@ class MetricsService:
         active = {(name,): 0.0 for name in teams}
         active.update({(r["team"],): r["agents"] for r in agents})
         self._set("agents", ACTIVE_AGENTS, active)
+        GAUGES_REFRESHED.set(now.timestamp())
 
     def _set(self, name: str, gauge: Any, values: Mapping[Any, float]) -> None:
         for labels, value in values.items():
