@@ -613,6 +613,7 @@ async def test_lead_received_on_kafka_is_queued_once_in_its_routed_pool(
             pool=pool,
             source=source,
             call_target=8,
+            cadence_seconds=[0, 600, 3600, 14400, 86400, 172800, 345600, 604800],
             due_at=floor.clock.now(),
             queued_at=floor.clock.now(),
         )
