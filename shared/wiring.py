@@ -1,8 +1,9 @@
 """What every service's ``app.py`` wires the same way.
 
-A service's ``create_app`` names itself, its settings, its clock and a
-``start`` coroutine; this module gives it logging, the runtime and lifespan,
-the common HTTP behaviour, the database pool with its migrations applied, the
+A service's ``app.py`` names itself, its settings class, its router and a
+``start`` coroutine, and :func:`app_factory` makes its ``create_app`` from
+them; this module also gives it logging, the runtime and lifespan, the
+common HTTP behaviour, the database pool with its migrations applied, the
 outbox relay and the ``lead-events`` consumer, so the services differ only in
 what is really theirs.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from shared.clock import Clock
+from shared.clock import Clock, SystemClock
 from shared.consumer import BatchHandler, EventConsumer
 from shared.db import create_pool
 from shared.http import Runtime, build_app, running
@@ -28,6 +30,45 @@ from shared.settings import LEAD_EVENTS_TOPIC, ServiceSettings
 
 #: Builds the service once the runtime exists; runs inside the lifespan.
 Start = Callable[[FastAPI, Runtime], Awaitable[None]]
+#: A service's own start: also given its settings and clock.
+ServiceStart = Callable[[FastAPI, Runtime, Any, Clock], Awaitable[None]]
+
+
+def app_factory(
+    *,
+    service: str,
+    settings_type: type[ServiceSettings],
+    router: APIRouter,
+    start: ServiceStart,
+    on_body_too_large: Callable[[], None] | None = None,
+) -> Callable[..., FastAPI]:
+    """The service's ``create_app(settings=None, clock=None, *,
+    configure_logging=True)``: uvicorn calls it with no arguments (settings
+    from the environment, the system clock), tests with their own."""
+
+    def create_app(
+        settings: ServiceSettings | None = None,
+        clock: Clock | None = None,
+        *,
+        configure_logging: bool = True,
+    ) -> FastAPI:
+        chosen = settings or settings_type()
+        running_clock = clock or SystemClock()
+
+        async def started(app: FastAPI, runtime: Runtime) -> None:
+            await start(app, runtime, chosen, running_clock)
+
+        app = service_app(
+            service=service,
+            settings=chosen,
+            start=started,
+            configure_logging=configure_logging,
+            on_body_too_large=on_body_too_large,
+        )
+        app.include_router(router)
+        return app
+
+    return create_app
 
 
 def service_app(

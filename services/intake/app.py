@@ -16,15 +16,15 @@ from services.intake.api import router
 from services.intake.metrics import LEADS_REJECTED
 from services.intake.service import IntakeService
 from services.intake.settings import IntakeSettings
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.events import DncUpdated, LeadOptedOut
 from shared.http import Runtime
 from shared.wiring import (
+    app_factory,
     lead_events_consumer,
     open_database,
     outbox_relay,
     run_events,
-    service_app,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,31 +32,6 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: How often expired Idempotency-Key records are deleted.
 PURGE_EVERY_SECONDS = 3600.0
-
-
-def create_app(
-    settings: IntakeSettings | None = None,
-    clock: Clock | None = None,
-    *,
-    configure_logging: bool = True,
-) -> FastAPI:
-    settings = settings or IntakeSettings()
-    clock = clock or SystemClock()
-
-    async def start(app: FastAPI, runtime: Runtime) -> None:
-        await _start(app, runtime, settings, clock)
-
-    app = service_app(
-        service="intake",
-        settings=settings,
-        start=start,
-        configure_logging=configure_logging,
-        on_body_too_large=lambda: LEADS_REJECTED.labels(
-            "unknown", "payload_too_large"
-        ).inc(),
-    )
-    app.include_router(router)
-    return app
 
 
 async def _start(
@@ -92,3 +67,14 @@ async def _purge_forever(service: IntakeService) -> None:
         except Exception as error:  # noqa: BLE001 - tried again next round
             logger.warning("intake.purge_failed error=%r", error)
         await asyncio.sleep(PURGE_EVERY_SECONDS)
+
+
+create_app = app_factory(
+    service="intake",
+    settings_type=IntakeSettings,
+    router=router,
+    start=_start,
+    on_body_too_large=lambda: LEADS_REJECTED.labels(
+        "unknown", "payload_too_large"
+    ).inc(),
+)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from services.metrics.api import router
 from services.metrics.service import MetricsService
 from services.metrics.settings import MetricsSettings
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.events import (
     CallLogged,
     LeadConverted,
@@ -25,7 +25,7 @@ from shared.events import (
     LeadReceived,
 )
 from shared.http import Runtime
-from shared.wiring import lead_events_consumer, open_database, service_app
+from shared.wiring import app_factory, lead_events_consumer, open_database
 
 logger = logging.getLogger(__name__)
 
@@ -44,28 +44,6 @@ CONSUMED = {
         LeadInvalid,
     )
 }
-
-
-def create_app(
-    settings: MetricsSettings | None = None,
-    clock: Clock | None = None,
-    *,
-    configure_logging: bool = True,
-) -> FastAPI:
-    settings = settings or MetricsSettings()
-    clock = clock or SystemClock()
-
-    async def start(app: FastAPI, runtime: Runtime) -> None:
-        await _start(app, runtime, settings, clock)
-
-    app = service_app(
-        service="metrics",
-        settings=settings,
-        start=start,
-        configure_logging=configure_logging,
-    )
-    app.include_router(router)
-    return app
 
 
 async def _start(
@@ -95,3 +73,11 @@ async def _start(
     runtime.spawn("slots", service.run_slot_counter())
     runtime.spawn("gauges", service.run_gauges())
     logger.info("metrics.started")
+
+
+create_app = app_factory(
+    service="metrics",
+    settings_type=MetricsSettings,
+    router=router,
+    start=_start,
+)

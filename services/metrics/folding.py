@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import typing
 import uuid
 import zoneinfo
 from collections import defaultdict
@@ -37,19 +38,9 @@ from shared.events import (
     LeadSnapshot,
 )
 
-#: Every disposition, in the column order of ``group_days``.
-DISPOSITIONS: tuple[Disposition, ...] = (
-    "no_answer",
-    "busy",
-    "voicemail",
-    "contacted",
-    "callback",
-    "appointment",
-    "converted",
-    "not_interested",
-    "wrong_number",
-    "dnc",
-)
+#: Every disposition, in the order of shared.events' Disposition (the
+#: column order of ``group_days``).
+DISPOSITIONS: tuple[Disposition, ...] = typing.get_args(Disposition)
 #: Calls on which the lead was reached and spoke: a contact. A wrong number
 #: reached someone else, so it is not one.
 CONTACTS: frozenset[str] = frozenset(

@@ -13,15 +13,15 @@ from fastapi import FastAPI
 from services.queue.api import router
 from services.queue.service import QueueService
 from services.queue.settings import QueueSettings
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.events import DncUpdated, LeadDuplicate, LeadOptedOut, LeadReceived
 from shared.http import Runtime
 from shared.wiring import (
+    app_factory,
     lead_events_consumer,
     open_database,
     outbox_relay,
     run_events,
-    service_app,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,28 +34,6 @@ CONSUMED = {
     LeadOptedOut.event_type,
     DncUpdated.event_type,
 }
-
-
-def create_app(
-    settings: QueueSettings | None = None,
-    clock: Clock | None = None,
-    *,
-    configure_logging: bool = True,
-) -> FastAPI:
-    settings = settings or QueueSettings()
-    clock = clock or SystemClock()
-
-    async def start(app: FastAPI, runtime: Runtime) -> None:
-        await _start(app, runtime, settings, clock)
-
-    app = service_app(
-        service="queue",
-        settings=settings,
-        start=start,
-        configure_logging=configure_logging,
-    )
-    app.include_router(router)
-    return app
 
 
 async def _start(
@@ -83,3 +61,11 @@ async def _start(
     runtime.spawn("scheduler", service.run_scheduler())
     runtime.spawn("gauges", service.run_gauges())
     logger.info("queue.started")
+
+
+create_app = app_factory(
+    service="queue",
+    settings_type=QueueSettings,
+    router=router,
+    start=_start,
+)
