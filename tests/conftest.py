@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -32,6 +32,7 @@ from shared.launcher.stack import (
     free_port,
     start_postgres,
 )
+from shared.settings import ServiceSettings
 
 TEST_PARTITIONS = 3
 
@@ -132,6 +133,33 @@ class Server:
         self._server.should_exit = True
         if self._task is not None:
             await self._task
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def stack_settings(
+    settings_type: type[SettingsT], stack: Stack, **values: object
+) -> SettingsT:
+    """A service's settings for the tests' stack; ``values`` override."""
+    chosen: dict[str, object] = {
+        "environment": "test",
+        "database_url": stack.dsn,
+        "kafka_bootstrap_servers": stack.bootstrap,
+        "outbox_poll_seconds": 0.05,
+    }
+    return settings_type.model_validate(chosen | values)
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[Server]:
+    """``app`` served on a free port for the body of the ``with``."""
+    server = Server(app)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest.fixture(scope="session")

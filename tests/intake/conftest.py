@@ -19,29 +19,18 @@ from services.intake.auth import hash_api_key, new_api_key, new_webhook_secret, 
 from services.intake.settings import IntakeSettings
 from shared.clock import ManualClock
 from shared.db import connect
-from tests.conftest import Server, Stack
+from tests.conftest import Server, Stack, served, stack_settings
 
 
 def intake_settings(stack: Stack, **overrides: object) -> IntakeSettings:
-    values: dict[str, object] = {
-        "environment": "test",
-        "database_url": stack.dsn,
-        "kafka_bootstrap_servers": stack.bootstrap,
-        "outbox_poll_seconds": 0.05,
-        "database_pool_max": 20,
-    }
-    values.update(overrides)
-    return IntakeSettings.model_validate(values)
+    return stack_settings(IntakeSettings, stack, database_pool_max=20, **overrides)
 
 
 @pytest.fixture(scope="session")
 async def intake(stack: Stack, clock: ManualClock) -> AsyncIterator[Server]:
-    server = Server(create_app(intake_settings(stack), clock, configure_logging=False))
-    await server.start()
-    try:
+    app = create_app(intake_settings(stack), clock, configure_logging=False)
+    async with served(app) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from shared.events import (
     LeadReceived,
     new_event,
 )
-from tests.conftest import Server, Stack
+from tests.conftest import Server, Stack, served, stack_settings
 
 #: The business zone of the tests' metrics service.
 ZONE = zoneinfo.ZoneInfo("America/New_York")
@@ -42,16 +42,12 @@ MINUTE, HOUR, DAY = (dt.timedelta(minutes=1), dt.timedelta(hours=1), dt.timedelt
 
 def metrics_settings(stack: Stack, **overrides: object) -> MetricsSettings:
     values: dict[str, object] = {
-        "environment": "test",
-        "database_url": stack.dsn,
-        "kafka_bootstrap_servers": stack.bootstrap,
         "business_timezone": ZONE.key,
         # The tests count due slots themselves after moving the clock.
         "tick_seconds": 60,
         "gauge_seconds": 3600,
     }
-    values.update(overrides)
-    return MetricsSettings.model_validate(values)
+    return stack_settings(MetricsSettings, stack, **(values | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -61,14 +57,9 @@ def metrics_clock() -> ManualClock:
 
 @pytest.fixture(scope="session")
 async def metrics(stack: Stack, metrics_clock: ManualClock) -> AsyncIterator[Server]:
-    server = Server(
-        create_app(metrics_settings(stack), metrics_clock, configure_logging=False)
-    )
-    await server.start()
-    try:
+    app = create_app(metrics_settings(stack), metrics_clock, configure_logging=False)
+    async with served(app) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

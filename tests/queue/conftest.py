@@ -21,7 +21,7 @@ from services.queue.settings import QueueSettings
 from shared.clock import ManualClock
 from shared.db import connect
 from shared.events import Consent, LeadReceived, new_event
-from tests.conftest import Server, Stack, unique_phone
+from tests.conftest import Server, Stack, served, stack_settings, unique_phone
 
 #: Where the queue's clock starts (a Wednesday).
 START = dt.datetime(2026, 12, 2, 16, 0, tzinfo=dt.UTC)
@@ -29,10 +29,6 @@ START = dt.datetime(2026, 12, 2, 16, 0, tzinfo=dt.UTC)
 
 def queue_settings(stack: Stack, **overrides: object) -> QueueSettings:
     values: dict[str, object] = {
-        "environment": "test",
-        "database_url": stack.dsn,
-        "kafka_bootstrap_servers": stack.bootstrap,
-        "outbox_poll_seconds": 0.05,
         "database_pool_max": 30,
         # The tests move the clock; next-lead then runs the scheduler's pass
         # itself, so a moved clock takes effect without waiting for the loop.
@@ -40,8 +36,7 @@ def queue_settings(stack: Stack, **overrides: object) -> QueueSettings:
         "tick_seconds": 1.0,
         "gauge_seconds": 3600,
     }
-    values.update(overrides)
-    return QueueSettings.model_validate(values)
+    return stack_settings(QueueSettings, stack, **(values | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +47,9 @@ def queue_clock() -> ManualClock:
 
 @pytest.fixture(scope="session")
 async def queue(stack: Stack, queue_clock: ManualClock) -> AsyncIterator[Server]:
-    server = Server(
-        create_app(queue_settings(stack), queue_clock, configure_logging=False)
-    )
-    await server.start()
-    try:
+    app = create_app(queue_settings(stack), queue_clock, configure_logging=False)
+    async with served(app) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
