@@ -87,6 +87,9 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Extra readiness facts (name -> callable returning a short status).
     readiness: dict[str, Callable[[], str]] = field(default_factory=dict)
+    #: Exposition text appended to /metrics: metric families a service
+    #: renders itself when their values change rather than on every scrape.
+    exposition: list[Callable[[], bytes]] = field(default_factory=list)
 
     def spawn(self, name: str, work: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -276,7 +279,8 @@ def build_app(
     @app.get("/metrics", tags=["operations"], include_in_schema=True)
     async def metrics() -> Response:
         """Prometheus exposition of this process's metrics."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = b"".join([generate_latest(), *(part() for part in runtime.exposition)])
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, limit=max_body_bytes, on_refuse=on_body_too_large)
     app.add_middleware(RequestObserver, service=service)

@@ -144,6 +144,7 @@ def lead_events_consumer(
     handler: BatchHandler,
     event_types: Collection[str],
     after_commit: Callable[[], None] | None = None,
+    max_records: int = 500,
 ) -> EventConsumer:
     """A consumer of ``lead-events`` as consumer group ``group``; events it
     cannot process go to the dead-letter topic as client ``<service>-dlq``."""
@@ -157,6 +158,7 @@ def lead_events_consumer(
         event_types=event_types,
         producer_factory=lambda: make_producer(settings, client_id=f"{service}-dlq"),
         after_commit=after_commit,
+        max_records=max_records,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs; comes with uvicorn[standard]
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from tests.conftest import ROOT
 
@@ -84,12 +84,20 @@ def _exported_series() -> set[str]:
         f"services.{path.parent.name}.metrics"
         for path in sorted((ROOT / "services").glob("*/metrics.py"))
     ]
+    registries = [REGISTRY]
     for module in modules:
-        importlib.import_module(module)
+        # A module may keep some of its metrics in a registry of its own
+        # (rendered apart, appended to /metrics): those are exported too.
+        registries += [
+            value
+            for value in vars(importlib.import_module(module)).values()
+            if isinstance(value, CollectorRegistry) and value is not REGISTRY
+        ]
     names = {"up"}  # Prometheus' own, one per scrape target
-    for family in REGISTRY.collect():
-        for suffix in _SUFFIXES.get(family.type, ("",)):
-            names.add(family.name + suffix)
+    for registry in registries:
+        for family in registry.collect():
+            for suffix in _SUFFIXES.get(family.type, ("",)):
+                names.add(family.name + suffix)
     return names
 
 

@@ -60,6 +60,7 @@ async def _start(
         handler=service.apply_events,
         event_types=CONSUMED,
         after_commit=service.after_commit,
+        max_records=settings.consumer_batch,
     )
     app.state.metrics = service
     app.state.consumer = consumer
@@ -70,6 +71,7 @@ async def _start(
         if consumer.assignment
         else "no partitions assigned (yet, or another copy holds them all)"
     )
+    runtime.exposition.append(service.exposition)
     runtime.spawn("slots", service.run_slot_counter())
     runtime.spawn("gauges", service.run_gauges())
     logger.info("metrics.started")

@@ -40,27 +40,29 @@ _LEAD_TYPES = {
 }
 
 
-def _lead_upsert_sql() -> str:
+def _lead_update_sql() -> str:
+    # Every row exists and is locked (lock_leads), so a plain UPDATE: no
+    # speculative insert per row as INSERT … ON CONFLICT would make.
     unnested = ", ".join(
         f"${index}::{_LEAD_TYPES.get(name, 'text')}[]"
         for index, name in enumerate(_LEAD_COLUMNS, start=1)
     )
     columns = ", ".join(_LEAD_COLUMNS)
-    selected = ", ".join(
-        "cadence_seconds::double precision[]" if name == "cadence_seconds" else name
-        for name in _LEAD_COLUMNS
-    )
     updates = ", ".join(
-        f"{name} = EXCLUDED.{name}" for name in _LEAD_COLUMNS if name != "lead_id"
+        f"{name} = rows.{name}::double precision[]"
+        if name == "cadence_seconds"
+        else f"{name} = rows.{name}"
+        for name in _LEAD_COLUMNS
+        if name != "lead_id"
     )
     return (
-        f"INSERT INTO leads ({columns}) "
-        f"SELECT {selected} FROM unnest({unnested}) AS rows({columns}) "
-        f"ON CONFLICT (lead_id) DO UPDATE SET {updates}"
+        f"UPDATE leads SET {updates} "
+        f"FROM unnest({unnested}) AS rows({columns}) "
+        "WHERE leads.lead_id = rows.lead_id"
     )
 
 
-_LEAD_UPSERT = _lead_upsert_sql()
+_LEAD_UPDATE = _lead_update_sql()
 
 
 async def lock_leads(
@@ -68,25 +70,32 @@ async def lock_leads(
 ) -> dict[uuid.UUID, LeadRow]:
     """The stored rows of ``lead_ids``, locked for this transaction.
 
-    An empty row is inserted first for a lead not seen before, so that two
-    transactions folding events of one new lead take turns on its row instead
-    of each writing a row that leaves out the other's events.
+    An empty row is inserted for a lead not seen before, and locked too, so
+    that two transactions folding events of one new lead take turns on its
+    row instead of each writing a row that leaves out the other's events.
+    Most batches are calls to known leads: then one statement does it all.
     """
     ordered = sorted(set(lead_ids))
-    await connection.execute(
-        """
-        INSERT INTO leads (lead_id)
-        SELECT unnest($1::uuid[]) ORDER BY 1
-        ON CONFLICT DO NOTHING
-        """,
-        ordered,
-    )
-    rows = await connection.fetch(
-        "SELECT * FROM leads WHERE lead_id = ANY($1::uuid[]) ORDER BY lead_id"
-        " FOR UPDATE",
-        ordered,
-    )
-    return {row["lead_id"]: LeadRow.from_record(row) for row in rows}
+    rows = await connection.fetch(_LOCK_LEADS, ordered)
+    found = {row["lead_id"]: LeadRow.from_record(row) for row in rows}
+    missing = [lead_id for lead_id in ordered if lead_id not in found]
+    if missing:
+        await connection.execute(
+            """
+            INSERT INTO leads (lead_id)
+            SELECT unnest($1::uuid[]) ORDER BY 1
+            ON CONFLICT DO NOTHING
+            """,
+            missing,
+        )
+        for row in await connection.fetch(_LOCK_LEADS, missing):
+            found[row["lead_id"]] = LeadRow.from_record(row)
+    return found
+
+
+_LOCK_LEADS = (
+    "SELECT * FROM leads WHERE lead_id = ANY($1::uuid[]) ORDER BY lead_id FOR UPDATE"
+)
 
 
 async def lock_slots(
@@ -128,7 +137,7 @@ async def _write_leads(connection: Connection, leads: Iterable[LeadRow]) -> None
         "{" + ",".join(repr(float(gap)) for gap in gaps) + "}"
         for gaps in columns[cadence]
     ]
-    await connection.execute(_LEAD_UPSERT, *columns)
+    await connection.execute(_LEAD_UPDATE, *columns)
 
 
 async def _write_slots(connection: Connection, slots: Iterable[Slot]) -> None:

@@ -15,6 +15,7 @@ Definitions (docs/metrics.md has them with a worked example):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from prometheus_client import generate_latest
 
 from services.metrics import repository
 from services.metrics.folding import (
@@ -44,6 +46,7 @@ from services.metrics.metrics import (
     LIST_PENETRATION,
     OLDEST_UNCALLED,
     PENETRATION,
+    RECOMPUTED,
     SPEED_TO_LEAD,
     TEAM_PENETRATION,
     UNCALLED,
@@ -79,6 +82,10 @@ class MetricsService:
         #: Observations of the batch being applied, made once it commits.
         self._staged: list[Observation] = []
         self._staged_events: list[Envelope] = []
+        self._staged_attempts: collections.Counter[tuple[str, str]] = (
+            collections.Counter()
+        )
+        self._rendered = b""
         #: Label sets each gauge was last given, to drop the vanished ones.
         self._gauge_labels: dict[str, set[tuple[str, ...]]] = {}
 
@@ -89,6 +96,7 @@ class MetricsService:
     ) -> None:
         """Fold a batch into the counters inside the consumer's transaction."""
         self._staged, self._staged_events = [], list(envelopes)
+        self._staged_attempts = collections.Counter()
         lead_ids = [lead for lead in map(lead_of, envelopes) if lead is not None]
         if not lead_ids:
             return
@@ -103,6 +111,7 @@ class MetricsService:
         changes: Changes = Folder(leads, slots, self._zone, reslotted).fold(envelopes)
         await repository.write(connection, changes)
         self._staged = changes.observations
+        self._staged_attempts = changes.attempts
 
     def after_commit(self) -> None:
         """Make the committed batch's Prometheus observations."""
@@ -111,7 +120,10 @@ class MetricsService:
             EVENT_DELAY.observe(max(0.0, (now - envelope.time).total_seconds()))
         for observation in self._staged:
             _observe(observation)
+        for (pool, disposition), calls in self._staged_attempts.items():
+            ATTEMPTS.labels(pool, disposition).inc(calls)
         self._staged, self._staged_events = [], []
+        self._staged_attempts = collections.Counter()
 
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[Connection]:
@@ -198,6 +210,11 @@ class MetricsService:
         active.update({(r["team"],): r["agents"] for r in agents})
         self._set("agents", ACTIVE_AGENTS, active)
         GAUGES_REFRESHED.set(now.timestamp())
+        self._rendered = generate_latest(RECOMPUTED)
+
+    def exposition(self) -> bytes:
+        """The recomputed gauges as of the last refresh, for /metrics."""
+        return self._rendered
 
     def _set(self, name: str, gauge: Any, values: Mapping[Any, float]) -> None:
         for labels, value in values.items():
@@ -567,9 +584,7 @@ def _speed(lead: Any) -> float | None:
 
 
 def _observe(observation: Observation) -> None:
-    if observation.metric == "attempts":
-        ATTEMPTS.labels(observation.pool, observation.disposition).inc()
-    elif observation.metric == "speed_to_lead":
+    if observation.metric == "speed_to_lead":
         SPEED_TO_LEAD.labels(observation.pool).observe(observation.value)
     elif observation.metric == "attempts_at_contact":
         ATTEMPTS_AT_CONTACT.labels(observation.pool).observe(observation.value)

@@ -17,6 +17,11 @@ class MetricsSettings(ServiceSettings):
     #: The zone whose calendar days the day counters and reports use: the
     #: sales floor's, so "today" is the manager's today.
     business_timezone: str = "UTC"
+    #: Most events the consumer applies in one transaction. Per-statement
+    #: costs are shared by the whole batch, so large batches drain a backlog
+    #: faster (2 000 against 500: about a fifth); a batch holds its leads'
+    #: rows locked only while it runs.
+    consumer_batch: int = Field(2000, ge=1, le=10_000)
     #: How often planned attempts whose time has come are counted as due.
     tick_seconds: float = Field(1.0, gt=0, le=60)
     #: Slots counted per transaction of the slot counter.
