@@ -74,6 +74,10 @@ async def lock_leads(
     that two transactions folding events of one new lead take turns on its
     row instead of each writing a row that leaves out the other's events.
     Most batches are calls to known leads: then one statement does it all.
+    New leads are locked after the known ones, so two batches could lock in
+    crossed order; PostgreSQL then aborts one with a deadlock, which the
+    consumer retries like any transient failure. (Partitions are keyed by
+    lead, so two batches rarely share a lead at all.)
     """
     ordered = sorted(set(lead_ids))
     rows = await connection.fetch(_LOCK_LEADS, ordered)
