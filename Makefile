@@ -37,6 +37,7 @@ fmt: install
 bench: install
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.metrics
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

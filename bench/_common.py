@@ -846,8 +846,9 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:,.0f}{unit}".replace(",", " ")
 
 
-def markdown_table(figures: Sequence[Figure]) -> str:
-    header = ["figure", "value", "baseline", "ratio", "target", "met?"]
+def markdown_table(figures: Sequence[Figure], *, value_header: str = "value") -> str:
+    """The report's table; ``value_header`` names the column of the values."""
+    header = ["figure", value_header, "baseline", "ratio", "target", "met?"]
     lines = [_markdown_row(header), _markdown_row(["---"] * len(header))]
     lines += [_markdown_row(figure.row()) for figure in figures]
     return "\n".join(lines)
