@@ -874,3 +874,17 @@ def write_results(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     return path
+
+
+def spread(values: Sequence[float]) -> str:
+    """Several runs' values for a report line: "1 234, 1 250, 1 198"."""
+    return ", ".join(amount(value) for value in values) or "—"
+
+
+def amount(value: float) -> str:
+    """A figure for prose: whole above 100, else 3 significant digits."""
+    if math.isnan(value):
+        return "—"
+    if value >= 100 or value == int(value):
+        return f"{value:,.0f}".replace(",", " ")
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"

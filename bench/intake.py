@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import math
 import os
 import random
 import signal
@@ -60,6 +59,7 @@ from bench._common import (
     Stock,
     Target,
     UniqueLeads,
+    amount,
     close_all,
     closed_loop,
     describe_cpu,
@@ -74,6 +74,7 @@ from bench._common import (
     provision_source,
     running_service,
     running_stack,
+    spread,
     tail,
     write_results,
 )
@@ -961,18 +962,18 @@ def _notes(
         f"Open loop: over {options.steady_connections} connections, latency from"
         " each request's due time. Answered per second, over the window plus the"
         " time the last answer took to come: at the issue's rate"
-        f" {_spread(v['steady_rate'])} (baseline {_spread(v['steady_base_rate'])}),"
-        f" at half capacity {_spread(v['capacity_rate'])}. Lag: Kafka record"
+        f" {spread(v['steady_rate'])} (baseline {spread(v['steady_base_rate'])}),"
+        f" at half capacity {spread(v['capacity_rate'])}. Lag: Kafka record"
         " timestamp minus the CloudEvent `time` (taken when intake starts to"
-        f" accept), over {_spread(v['lag_count'])} lead.received events a run;"
+        f" accept), over {spread(v['lag_count'])} lead.received events a run;"
         " its baseline is a run of its own: the same asyncpg transaction followed"
         " by an aiokafka send with intake's producer settings, to a scratch"
         " topic. Draining the outbox after each batch run took"
-        f" {_spread(v['batch_drain_seconds'])} s.",
+        f" {spread(v['batch_drain_seconds'])} s.",
         "",
         "intake.leads after each run, rows (sequential scans of it per request):"
         + "; ".join(
-            f" {label} {_spread(v[f'{name}_rows'])} ({_spread(v[f'{name}_scans'])})"
+            f" {label} {spread(v[f'{name}_rows'])} ({spread(v[f'{name}_scans'])})"
             for name, label in _RUNS
         )
         + ".",
@@ -986,8 +987,8 @@ def _notes(
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
     notes += [
-        f"- {row.name}: {_spread(row.values)}"
-        + (f"; {_spread(row.baseline)}" if row.baseline else "")
+        f"- {row.name}: {spread(row.values)}"
+        + (f"; {spread(row.baseline)}" if row.baseline else "")
         for row in rows
     ]
     notes += ["", *_problems(samples, facts)]
@@ -998,7 +999,7 @@ def _seeding(options: Options) -> str:
     if not options.seed:
         return " Tables started empty and unanalysed (--cold)."
     return (
-        f" Before measuring, {_number(options.seed)} such leads were copied into"
+        f" Before measuring, {amount(options.seed)} such leads were copied into"
         " each lead table, which was then analysed (see seed() for why)."
     )
 
@@ -1009,18 +1010,6 @@ _RUNS = (
     ("capacity", "half capacity"),
     ("batch", "batches"),
 )
-
-
-def _spread(values: Sequence[float]) -> str:
-    return ", ".join(_number(value) for value in values) or "—"
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    if value >= 100 or value == int(value):
-        return f"{value:,.0f}".replace(",", " ")
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def _problems(samples: Samples, facts: dict[str, Any]) -> list[str]:

@@ -88,6 +88,7 @@ from bench._common import (
     Samples,
     Target,
     UniqueLeads,
+    amount,
     describe_cpu,
     family,
     http_request,
@@ -96,6 +97,7 @@ from bench._common import (
     parent_of,
     percentile,
     running_stack,
+    spread,
     start_healthy,
     tail,
     write_results,
@@ -799,7 +801,7 @@ class Bench:
         )
         for name, value in raw.items():
             self.samples.add(f"raw {name}", value)
-        say(f"  {_number(raw['rate'])} events/s")
+        say(f"  {amount(raw['rate'])} events/s")
 
     async def drain(self, repetition: int) -> None:
         """The service's drain of the whole backlog, from empty tables."""
@@ -809,7 +811,7 @@ class Bench:
         await self.reset()
         say(
             f"… drain {repetition + 1}: the metrics service drains"
-            f" {_number(published.count)} events"
+            f" {amount(published.count)} events"
         )
         await asyncio.to_thread(self.service.start)
         await self._wait_drained(published)
@@ -869,7 +871,7 @@ class Bench:
         )
         assert row is not None
         events, seconds = int(row["events"]), float(row["seconds"] or 0.0)
-        say(f"  {_number(events / seconds if seconds else math.nan)} events/s")
+        say(f"  {amount(events / seconds if seconds else math.nan)} events/s")
         if events != published.count:
             raise RuntimeError(
                 f"{events} events applied of {published.count}\n"
@@ -954,9 +956,9 @@ class Bench:
             await run.run(attempts)
             self._add_steady(run)
             say(
-                f"  p50 {_number(percentile(run.lags, 0.5) * 1000)} ms,"
-                f" p99 {_number(percentile(run.lags, 0.99) * 1000)} ms,"
-                f" applied {_number(run.applied / run.window)}/s"
+                f"  p50 {amount(percentile(run.lags, 0.5) * 1000)} ms,"
+                f" p99 {amount(percentile(run.lags, 0.99) * 1000)} ms,"
+                f" applied {amount(run.applied / run.window)}/s"
             )
             row = await self.admin.fetchrow(
                 """
@@ -1456,9 +1458,9 @@ def figures(bench: Bench) -> list[Figure]:
     options = bench.options
     published = bench.published
     assert published is not None
-    events = _number(published.count)
+    events = amount(published.count)
     ratios = [statistics.median(v["service rate"]) / statistics.median(v["raw rate"])]
-    offer = f"{_number(options.rate)} events/s offered"
+    offer = f"{amount(options.rate)} events/s offered"
     return [
         Figure(
             f"events/s applied, draining a backlog of {events}",
@@ -1574,7 +1576,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     assert published is not None
     tables = facts["tables"]
     types = ", ".join(
-        f"{_number(count)} {name}" for name, count in sorted(published.by_type.items())
+        f"{amount(count)} {name}" for name, count in sorted(published.by_type.items())
     )
     raw_cpu = _cpu_of(bench, "raw")
     raw_cpu.pop("metrics", None)
@@ -1588,40 +1590,40 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         f" {MetricsSettings().database_pool_max}); lead-events has"
         f" {len(published.starts)} partitions.",
         "",
-        f"Backlog: {_number(published.count)} events ({types}), {options.leads}"
+        f"Backlog: {amount(published.count)} events ({types}), {options.leads}"
         f" leads over {POOLS} pools × {SOURCES} sources, cadence"
         f" {' '.join(_gap(gap) for gap in CADENCE)} with target {CALL_TARGET}, in"
         f" time order over the last {HISTORY.days} days;"
         f" {published.bytes / published.count:.0f} bytes an event on average,"
         f" published in {published.seconds:.0f} s"
-        f" ({_number(published.per_second)}/s; acks=all, linger"
+        f" ({amount(published.per_second)}/s; acks=all, linger"
         f" {BACKLOG_LINGER_MS} ms) before anything consumed it.",
         "",
         "Drain: the service's rate counts every event applied (all three types),"
         " from the first batch's `processed_at` to the last's. It read"
-        f" {_spread(v['service events per batch'])} events per transaction on"
+        f" {spread(v['service events per batch'])} events per transaction on"
         " average (one transaction per partition batch of a `getmany` of at most"
-        f" {MAX_RECORDS}), taking {_spread(v['service seconds'])} s; by thirds of"
-        f" the events, {_spread(v['service rate third 1'])},"
-        f" {_spread(v['service rate third 2'])} and"
-        f" {_spread(v['service rate third 3'])} events/s. While it ran,"
-        f" the slot counter counted due slots beside it (of {_number(v['slots'][-1])}"
-        f" slots, {_spread(v['slots counted at drain end'])} counted when the drain"
+        f" {MAX_RECORDS}), taking {spread(v['service seconds'])} s; by thirds of"
+        f" the events, {spread(v['service rate third 1'])},"
+        f" {spread(v['service rate third 2'])} and"
+        f" {spread(v['service rate third 3'])} events/s. While it ran,"
+        f" the slot counter counted due slots beside it (of {amount(v['slots'][-1])}"
+        f" slots, {spread(v['slots counted at drain end'])} counted when the drain"
         " ended), as it would in production. The baseline reads the same"
         " partitions from the same offsets with the same poll size"
         f" (max_poll_records={MAX_RECORDS}) and commits nothing, in"
-        f" {_spread(v['raw seconds'])} s.",
+        f" {spread(v['raw seconds'])} s.",
         "",
         f"Tables after the last drain: {_table_line(tables)}; lead_days rows in"
-        f" the 30-day window {_number(facts['lead_days in 30d'])}. The slot counter"
+        f" the 30-day window {amount(facts['lead_days in 30d'])}. The slot counter"
         f" had every due slot counted {facts['slot catch-up seconds']:.0f} s after"
         " the drain ended.",
         "",
         f"Freshness: {options.warmup:g} s warm-up, then {options.duration:g} s"
         f" timed, call events offered on a fixed schedule at {options.rate:g}/s"
         f" (what is due sent every {STEADY_TICK * 1000:.0f} ms; achieved"
-        f" {_spread(v['offered'])}/s, service applied"
-        f" {_spread(v['steady applied'])}/s in the window) on random leads of the"
+        f" {spread(v['offered'])}/s, service applied"
+        f" {spread(v['steady applied'])}/s in the window) on random leads of the"
         f" backlog; {options.probes_per_second:g} a second are probes on leads"
         f" that get no other call.{_behind(v)} Each probe is timed from just before its"
         " `producer.send` (linger 2 ms, acks=all, as the outbox relay sends) to"
@@ -1630,9 +1632,9 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         f" for the first 2 s and every {options.probe_poll * 2500:.0f} ms after"
         " that (so a figure is up to that much late; each poll is a request the"
         " service serves beside its consumer);"
-        f" {_spread(v['probes'])} probes timed, {_spread(v['probes missed'])} not"
-        f" seen within 30 s, {_spread(v['probe polls'])} polls, each answered in"
-        f" {_spread(v['poll p50'])} ms (p50), {_spread(v['poll p99'])} ms (p99)."
+        f" {spread(v['probes'])} probes timed, {spread(v['probes missed'])} not"
+        f" seen within 30 s, {spread(v['probe polls'])} polls, each answered in"
+        f" {spread(v['poll p50'])} ms (p50), {spread(v['poll p99'])} ms (p99)."
         " The baseline is the same probes"
         " from send to their arrival at a bare aiokafka consumer reading the"
         " stream at the same time. The consumer's poll: `getmany(timeout_ms="
@@ -1641,10 +1643,10 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         " fetcher asks the broker with aiokafka's defaults (fetch_max_wait_ms=500,"
         " fetch_min_bytes=1). Each partition batch is then one transaction plus"
         " an offset commit before the next: in the window,"
-        f" {_spread(v['steady batches per second'])} transactions a second of"
-        f" {_spread(v['steady events per batch'])} events each. The service's own"
+        f" {spread(v['steady batches per second'])} transactions a second of"
+        f" {spread(v['steady events per batch'])} events each. The service's own"
         " view, p50"
-        f" {_spread(v['delay p50'])} ms, is `redial_metrics_event_delay_seconds`"
+        f" {spread(v['delay p50'])} ms, is `redial_metrics_event_delay_seconds`"
         " over the window (event `time` = send time → commit), quantiles"
         " interpolated inside its buckets. Upstream of this, the queue's outbox"
         " relay polls every 0.2 s, which a real call also waits.",
@@ -1653,7 +1655,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         " connection once the service's gauges covered every pool × source in"
         f" every window ({facts['exposition lines']} lines,"
         f" {facts['exposition bytes'] / 1000:.0f} kB); GET /healthz the same way:"
-        f" p50 {_spread(v['healthz p50'])} ms, p99 {_spread(v['healthz p99'])} ms."
+        f" p50 {spread(v['healthz p50'])} ms, p99 {spread(v['healthz p99'])} ms."
         " The baseline is `generate_latest` in the bench's process over a"
         " registry holding a metric of the same name, type and label sets for"
         " every family scraped, all rendered on each call (prometheus_client's"
@@ -1676,8 +1678,8 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         "",
     ]
     notes += [
-        f"- {row.name}: {_spread(row.values)}"
-        + (f"; {_spread(row.baseline)}" if row.baseline else "")
+        f"- {row.name}: {spread(row.values)}"
+        + (f"; {spread(row.baseline)}" if row.baseline else "")
         for row in rows
     ]
     errors = [
@@ -1743,7 +1745,7 @@ def _table_line(tables: dict[str, float]) -> str:
     parts = []
     for table in (*_TABLES.split(", "), "processed_events"):
         parts.append(
-            f"{table} {_number(tables[f'{table} rows'])} rows"
+            f"{table} {amount(tables[f'{table} rows'])} rows"
             f" ({tables[f'{table} MB']:.0f} MB)"
         )
     return ", ".join(parts)
@@ -1754,18 +1756,6 @@ def _gap(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}"
-
-
-def _spread(values: Sequence[float]) -> str:
-    return ", ".join(_number(value) for value in values) or "—"
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    if value >= 100 or value == int(value):
-        return f"{value:,.0f}".replace(",", " ")
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 # -- entry point ------------------------------------------------------------

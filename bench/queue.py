@@ -75,6 +75,7 @@ from bench._common import (
     Run,
     Samples,
     Target,
+    amount,
     close_all,
     closed_loop,
     describe_cpu,
@@ -89,6 +90,7 @@ from bench._common import (
     percentile,
     running_service,
     running_stack,
+    spread,
     start_healthy,
     tail,
     write_results,
@@ -1039,7 +1041,7 @@ class Bench:
                 tail(log_path, 12) for log_path in self.copies.logs
             )
         backlog, drained = await self.drain_outbox()
-        kind = "closed loop" if rate is None else f"{_number(rate)} cycles/s offered"
+        kind = "closed loop" if rate is None else f"{amount(rate)} cycles/s offered"
         label = f"HTTP, {size} leads{self.copies_suffix(copies)}, {kind}"
         key = f"{name}_{sample_key(size, copies)}"
         self._add_run(label, key, run, tally.timed(*window), tally)
@@ -1075,7 +1077,7 @@ class Bench:
         finally:
             # Closing the connections makes their backends report block counts.
             await pool.close()
-        kind = "closed loop" if rate is None else f"{_number(rate)} cycles/s offered"
+        kind = "closed loop" if rate is None else f"{amount(rate)} cycles/s offered"
         if rate is not None and self.options.copies != (1,):
             kind += f" (the offer for {copies_text(copies)})"
         label = f"bare asyncpg, {size} rows, {kind}"
@@ -1276,12 +1278,12 @@ def figures(samples: Samples, options: Options) -> list[Figure]:
     bare_lease = "bare lease, same offer"
     rows: list[Figure] = []
     for size in options.sizes:
-        leads = _number(size)
+        leads = amount(size)
         by_copies = []
         for copies in options.copies:
             key, suffix = sample_key(size, copies), copies_suffix(options, copies)
             offers = v[f"steady_{key}_offered"]
-            offered = _number(statistics.median(offers)) if offers else "—"
+            offered = amount(statistics.median(offers)) if offers else "—"
             http = Figure(
                 f"cycles/s, {leads} leads, {agents} agents, closed loop (HTTP){suffix}",
                 "/s",
@@ -1346,8 +1348,8 @@ def figures(samples: Samples, options: Options) -> list[Figure]:
             small, large = sample_key(smallest, copies), sample_key(largest, copies)
             rows.append(
                 Figure(
-                    f"cycles/s change from {_number(smallest)} to"
-                    f" {_number(largest)} leads{copies_suffix(options, copies)}",
+                    f"cycles/s change from {amount(smallest)} to"
+                    f" {amount(largest)} leads{copies_suffix(options, copies)}",
                     " %",
                     [_change(v[f"http_{small}"], v[f"http_{large}"])],
                     [_change(v[f"bare_{smallest}"], v[f"bare_{largest}"])],
@@ -1390,7 +1392,7 @@ def report(bench: Bench, seconds: float) -> tuple[str, dict[str, Any]]:
     for size, plans in bench.plans.items():
         for plan in plans:
             lines += [
-                f"### {_number(size)} leads: {plan.label} — {plan.shared_hit} hit,"
+                f"### {amount(size)} leads: {plan.label} — {plan.shared_hit} hit,"
                 f" {plan.shared_read} read; execution {plan.milliseconds:.2f} ms,"
                 f" planning {plan.planning_milliseconds:.2f} ms",
                 "",
@@ -1475,7 +1477,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         "",
         "Loading, per size: "
         + "; ".join(
-            f"{_number(size)} leads + as many baseline rows in"
+            f"{amount(size)} leads + as many baseline rows in"
             f" {facts[size]['load_seconds']:.0f} s, with VACUUM ANALYZE and"
             f" CHECKPOINT {facts[size]['prepare_seconds']:.0f} s (leads with"
             f" indexes {facts[size]['leads_mb']:.0f} MB, ready index"
@@ -1499,24 +1501,24 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
             )
             runs.append(
                 f"{lead_in} backlog at the end of a closed-loop run"
-                f" {_spread(v[f'http_{key}_backlog'])} events, gone in"
-                f" {_spread(v[f'http_{key}_drain'])} s. At the steady offer:"
-                f" answered {_spread(v[f'steady_{key}'])} cycles/s (baseline"
-                f" {_spread(v[f'steady_bare_{key}'])}), cycle p99 from due time"
-                f" {_spread(v[f'steady_{key}_cycle_p99'])} ms (baseline"
-                f" {_spread(v[f'steady_bare_{key}_cycle_p99'])} ms), service p50"
-                f" {_spread(v[f'steady_{key}_service_p50'])} ms; closed loop,"
-                f" service p99 {_spread(v[f'http_{key}_service_p99'])} ms."
+                f" {spread(v[f'http_{key}_backlog'])} events, gone in"
+                f" {spread(v[f'http_{key}_drain'])} s. At the steady offer:"
+                f" answered {spread(v[f'steady_{key}'])} cycles/s (baseline"
+                f" {spread(v[f'steady_bare_{key}'])}), cycle p99 from due time"
+                f" {spread(v[f'steady_{key}_cycle_p99'])} ms (baseline"
+                f" {spread(v[f'steady_bare_{key}_cycle_p99'])} ms), service p50"
+                f" {spread(v[f'steady_{key}_service_p50'])} ms; closed loop,"
+                f" service p99 {spread(v[f'http_{key}_service_p99'])} ms."
             )
         notes.append(
-            f"- {_number(size)} leads: queue — leads_ready_by_priority"
-            f" {_spread(v[f'http_{size}_ready_index_blocks'])}, leads heap"
-            f" {_spread(v[f'http_{size}_leads_heap_blocks'])}; baseline — index"
-            f" {_spread(v[f'bare_{size}_index_blocks'])}, heap"
-            f" {_spread(v[f'bare_{size}_heap_blocks'])}. Dead lead tuples after"
-            f" each repetition {_spread(v[f'http_{size}_dead_tuples'])},"
+            f"- {amount(size)} leads: queue — leads_ready_by_priority"
+            f" {spread(v[f'http_{size}_ready_index_blocks'])}, leads heap"
+            f" {spread(v[f'http_{size}_leads_heap_blocks'])}; baseline — index"
+            f" {spread(v[f'bare_{size}_index_blocks'])}, heap"
+            f" {spread(v[f'bare_{size}_heap_blocks'])}. Dead lead tuples after"
+            f" each repetition {spread(v[f'http_{size}_dead_tuples'])},"
             " autovacuums of leads during it"
-            f" {_spread(v[f'http_{size}_autovacuums'])}." + "".join(runs)
+            f" {spread(v[f'http_{size}_autovacuums'])}." + "".join(runs)
         )
     notes += ["", "CPU during the timed windows, medians:", ""]
     notes += [
@@ -1525,8 +1527,8 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
     notes += [
-        f"- {row.name}: {_spread(row.values)}"
-        + (f"; {_spread(row.baseline)}" if row.baseline else "")
+        f"- {row.name}: {spread(row.values)}"
+        + (f"; {spread(row.baseline)}" if row.baseline else "")
         for row in rows
     ]
     errors = [
@@ -1583,7 +1585,7 @@ def _statement_lines(bench: Bench) -> list[str]:
     ]
     for key, statements in bench.statements.items():
         size, _, copies = key.partition("x")
-        heading = f"{_number(int(size))} leads"
+        heading = f"{amount(int(size))} leads"
         if bench.options.copies != (1,):
             heading += copies_suffix(bench.options, int(copies or 1))
         lines += [
@@ -1600,18 +1602,6 @@ def _statement_lines(bench: Bench) -> list[str]:
         ]
         lines.append("")
     return lines
-
-
-def _spread(values: Sequence[float]) -> str:
-    return ", ".join(_number(value) for value in values) or "—"
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    if value >= 100 or value == int(value):
-        return f"{value:,.0f}".replace(",", " ")
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 # -- entry point ------------------------------------------------------------
