@@ -888,3 +888,33 @@ def amount(value: float) -> str:
     if value >= 100 or value == int(value):
         return f"{value:,.0f}".replace(",", " ")
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def histogram_quantile(
+    before: dict[float, float], after: dict[float, float], quantile: float
+) -> float:
+    """Like PromQL's histogram_quantile over ``after`` minus ``before``
+    (cumulative counts by bucket bound), in ms: interpolated in the bucket."""
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    if not counts or counts[-1] <= 0:
+        return math.nan
+    rank = quantile * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower * 1000
+            share = (rank - below) / (count - below) if count > below else 0.0
+            return (lower + (bound - lower) * share) * 1000
+        lower, below = bound, count
+    return math.nan
+
+
+def repetition_lines(rows: Sequence[Any]) -> list[str]:
+    """A report's "each repetition" list: every run's value, then baseline."""
+    return [
+        f"- {row.name}: {spread(row.values)}"
+        + (f"; {spread(row.baseline)}" if row.baseline else "")
+        for row in rows
+    ]

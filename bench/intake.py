@@ -72,6 +72,7 @@ from bench._common import (
     parent_of,
     percentile,
     provision_source,
+    repetition_lines,
     running_service,
     running_stack,
     spread,
@@ -986,11 +987,7 @@ def _notes(
         for name, shares in samples.cpu.items()
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
-    notes += [
-        f"- {row.name}: {spread(row.values)}"
-        + (f"; {spread(row.baseline)}" if row.baseline else "")
-        for row in rows
-    ]
+    notes += repetition_lines(rows)
     notes += ["", *_problems(samples, facts)]
     return notes
 

@@ -91,11 +91,13 @@ from bench._common import (
     amount,
     describe_cpu,
     family,
+    histogram_quantile,
     http_request,
     machine_line,
     markdown_table,
     parent_of,
     percentile,
+    repetition_lines,
     running_stack,
     spread,
     start_healthy,
@@ -1379,20 +1381,7 @@ class SteadyRun:
     def delay_quantile(self, quantile: float) -> float:
         """The service's own publish → commit delay over the window, in ms,
         interpolated inside buckets as PromQL's histogram_quantile does."""
-        bounds = sorted(self._delay_after)
-        counts = [self._delay_after[b] - self._delay_before.get(b, 0.0) for b in bounds]
-        if not counts or counts[-1] <= 0:
-            return math.nan
-        rank = quantile * counts[-1]
-        lower, below = 0.0, 0.0
-        for bound, count in zip(bounds, counts, strict=True):
-            if count >= rank:
-                if math.isinf(bound):
-                    return lower * 1000
-                share = (rank - below) / (count - below) if count > below else 0.0
-                return (lower + (bound - lower) * share) * 1000
-            lower, below = bound, count
-        return math.nan
+        return histogram_quantile(self._delay_before, self._delay_after, quantile)
 
 
 # -- the run ----------------------------------------------------------------
@@ -1677,11 +1666,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         "Each repetition (value; baseline):",
         "",
     ]
-    notes += [
-        f"- {row.name}: {spread(row.values)}"
-        + (f"; {spread(row.baseline)}" if row.baseline else "")
-        for row in rows
-    ]
+    notes += repetition_lines(rows)
     errors = [
         f"Errors: {name} {count} ({bench.samples.first_errors.get(name, '')})"
         for name, count in bench.samples.errors.items()

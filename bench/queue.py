@@ -81,6 +81,7 @@ from bench._common import (
     describe_cpu,
     family,
     free_port,
+    histogram_quantile,
     http_request,
     machine_line,
     markdown_table,
@@ -88,6 +89,7 @@ from bench._common import (
     open_loop,
     parent_of,
     percentile,
+    repetition_lines,
     running_service,
     running_stack,
     spread,
@@ -492,26 +494,6 @@ async def scrape_histogram(connection: HttpConnection, host: str) -> dict[float,
             assert bound is not None
             buckets[float(bound[1])] = float(value)
     return buckets
-
-
-def histogram_quantile(
-    before: dict[float, float], after: dict[float, float], quantile: float
-) -> float:
-    """Like PromQL's histogram_quantile over the difference, in ms."""
-    bounds = sorted(after)
-    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
-    if not counts or counts[-1] <= 0:
-        return math.nan
-    rank = quantile * counts[-1]
-    lower, below = 0.0, 0.0
-    for bound, count in zip(bounds, counts, strict=True):
-        if count >= rank:
-            if math.isinf(bound):
-                return lower * 1000
-            share = (rank - below) / (count - below) if count > below else 0.0
-            return (lower + (bound - lower) * share) * 1000
-        lower, below = bound, count
-    return math.nan
 
 
 class HistogramWatch:
@@ -1526,11 +1508,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         for name, shares in samples.cpu.items()
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
-    notes += [
-        f"- {row.name}: {spread(row.values)}"
-        + (f"; {spread(row.baseline)}" if row.baseline else "")
-        for row in rows
-    ]
+    notes += repetition_lines(rows)
     errors = [
         f"Errors: {name} {count} ({samples.first_errors.get(name, '')})"
         for name, count in samples.errors.items()
