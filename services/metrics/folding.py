@@ -173,12 +173,12 @@ class GroupCounts:
 
 @dataclass(frozen=True)
 class Observation:
-    """A Prometheus observation to make after commit."""
+    """A histogram observation to make after commit (counters are summed
+    in :attr:`Changes.attempts` instead)."""
 
     metric: str
     pool: str
     value: float
-    disposition: str = ""
 
 
 @dataclass
@@ -515,12 +515,8 @@ class Folder:
         seconds = (lead.first_call_at - lead.received_at).total_seconds()
         self._observe("speed_to_lead", lead.first_pool or "", max(0.0, seconds))
 
-    def _observe(
-        self, metric: str, pool: str, value: float, disposition: str = ""
-    ) -> None:
-        self.changes.observations.append(
-            Observation(metric=metric, pool=pool, value=value, disposition=disposition)
-        )
+    def _observe(self, metric: str, pool: str, value: float) -> None:
+        self.changes.observations.append(Observation(metric, pool, value))
 
 
 def needs_slots(envelope: Envelope, stored: LeadRow | None) -> bool:

@@ -345,10 +345,16 @@ _ARRIVAL_KEYS = {
 
 
 def _filters(
-    first: int, pool: str | None, source: str | None, prefix: str = ""
+    first: int,
+    pool: str | None,
+    source: str | None,
+    prefix: str = "",
+    pool_column: str = "pool",
 ) -> tuple[str, list[Any]]:
+    """``AND`` clauses for the given pool and source, numbered from ``$first``,
+    and their values. Cohort queries filter on a lead's ``first_pool``."""
     clauses, values = [], []
-    for column, value in (("pool", pool), ("source", source)):
+    for column, value in ((pool_column, pool), ("source", source)):
         if value is not None:
             values.append(value)
             clauses.append(f"AND {prefix}{column} = ${first + len(values) - 1}")
@@ -501,10 +507,9 @@ async def arrivals(
         "agent": ["AND first_call_agent IS NOT NULL"],
         "team": ["AND first_call_at IS NOT NULL"],
     }.get(group_by, [])
-    for column, value in (("first_pool", pool), ("source", source)):
-        if value is not None:
-            values.append(value)
-            clauses.append(f"AND {column} = ${len(values)}")
+    where, filters = _filters(len(values) + 1, pool, source, pool_column="first_pool")
+    clauses.append(where)
+    values += filters
     # greatest() skips NULLs, so it alone would rate an uncalled lead as
     # called at once (0 s) in the percentiles and the called-within count.
     speed = (
@@ -677,12 +682,7 @@ async def attempts_distribution(
     were first contacted at it, converted at it, ended exhausted after it, and
     were abandoned after it — still open, yet not called for longer than
     the cadence's next gap plus ``grace_seconds``."""
-    clauses, values = [], []
-    for column, value in (("first_pool", pool), ("source", source)):
-        if value is not None:
-            values.append(value)
-            clauses.append(f"AND {column} = ${4 + len(values)}")
-    where = " ".join(clauses)
+    where, values = _filters(5, pool, source, pool_column="first_pool")
     return await connection.fetch(
         f"""
         WITH cohort AS (

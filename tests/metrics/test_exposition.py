@@ -111,6 +111,8 @@ async def test_the_gauges_give_the_mornings_figures(
     age = "redial_metrics_oldest_uncalled_lead_age_seconds"
     assert value(found, age, pool=pool) == 2.5 * 3600
     assert value(found, "redial_metrics_active_agents", team=team) == 1.0
+    refreshed = "redial_metrics_gauges_refreshed_timestamp_seconds"
+    assert value(found, refreshed) == script.clock.now().timestamp()
     attempts = "redial_metrics_attempts_total"
     assert value(found, attempts, pool=pool, disposition="no_answer") == 1.0
     assert value(found, attempts, pool=pool, disposition="contacted") == 1.0
