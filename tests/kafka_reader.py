@@ -43,4 +43,5 @@ async def events_about(
         keep=lambda record: record.key is not None and record.key.decode() in subjects,
         timeout=timeout,
     )
-    return [decode(record.value) for record in records]
+    # A fetch can bring more than were asked for (the lead's next event).
+    return [decode(record.value) for record in records[:count]]

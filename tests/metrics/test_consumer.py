@@ -286,7 +286,12 @@ async def test_poison_events_are_dead_lettered_and_the_good_ones_counted(
         stack.bootstrap,
         dlq_topic(LEAD_EVENTS_TOPIC),
         lambda kept: {record.value for record in kept} == set(poison),
-        keep=lambda record: record.value in poison,
+        # Every consumer of lead-events dead-letters what is not JSON or no
+        # CloudEvent (intake's and the queue's too): keep the metrics' ones.
+        keep=lambda record: (
+            record.value in poison
+            and ("dlq-consumer", b"metrics") in list(record.headers)
+        ),
     )
     await script.service.count_due_slots()
 
