@@ -97,10 +97,10 @@ from bench._common import (
     tail,
     write_results,
 )
-from services.queue.compliance import FEDERAL_HOURS, callable_window
 from services.queue.repository import _LEASE_SQL, LEAD_COLUMNS
 from services.queue.schemas import Hours, PoolRules, Window
 from services.queue.settings import QueueSettings
+from shared.compliance import FEDERAL_HOURS, callable_window
 from shared.db import connect, create_pool
 from shared.launcher.stack import ServiceProcess
 

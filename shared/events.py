@@ -96,6 +96,9 @@ class LeadQueued(EventData):
     #: Attempts the lead brings into this pool (a recycle keeps them, a new
     #: round after exhaustion starts from 0): its next is attempt attempts+1.
     attempts: int = Field(0, ge=0)
+    #: False when the pool wants its leads kept out of nurture while it still
+    #: calls them (they are enrolled once exhausted instead).
+    nurture_while_calling: bool = True
     due_at: dt.datetime
     queued_at: dt.datetime
 

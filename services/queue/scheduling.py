@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from services.queue.compliance import callable_window, cap_free_at, rules_for
 from services.queue.schemas import PoolRules
+from shared.compliance import callable_window, cap_free_at, rules_for
 from shared.events import Disposition
 
 #: Width of a priority slot. Leads whose planned call falls in the same slot

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.queue.compliance import CallingHours, FrequencyCaps
+from shared.compliance import CallingHours, FrequencyCaps
 from shared.events import Disposition
 
 #: Pool, agent and team names: what is safe in a URL and a Prometheus label.
@@ -144,6 +144,9 @@ class PoolRules(BaseModel):
     #: How long a due callback waits for the agent who took it.
     callback_hold_seconds: int = Field(900, ge=0, le=86400)
     caps: Caps = Caps()
+    #: Whether nurture may enrol a lead this pool still calls once the lead
+    #: reaches nurture's enrolment age; false holds it until it is exhausted.
+    nurture_while_calling: bool = True
 
     @field_validator("timezone")
     @classmethod

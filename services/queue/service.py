@@ -3,7 +3,7 @@
 Every request and every consumed event is one transaction, and the events it
 causes are written to the outbox inside it. Leads are chosen by PostgreSQL
 (see ``repository._LEASE_SQL``); scheduling rules live in ``scheduling`` and
-the law's calling hours and caps in ``compliance``.
+the law's calling hours and caps in ``shared.compliance``.
 
 The scheduler (``tick``) runs in every copy of the service: it promotes
 waiting leads that fell due, re-plans leads whose calling window closed and
@@ -26,12 +26,6 @@ import asyncpg
 import phonenumbers
 
 from services.queue import repository
-from services.queue.compliance import (
-    FEDERAL_HOURS,
-    callable_window,
-    cap_free_at,
-    rules_for,
-)
 from services.queue.metrics import (
     DUE_NOW,
     LEADS,
@@ -62,6 +56,12 @@ from services.queue.schemas import (
 )
 from services.queue.settings import QueueSettings
 from shared.clock import Clock
+from shared.compliance import (
+    FEDERAL_HOURS,
+    callable_window,
+    cap_free_at,
+    rules_for,
+)
 from shared.db import Connection
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.events import (
@@ -916,6 +916,7 @@ class QueueService:
                 call_target=lead.call_target,
                 cadence_seconds=list(rules.cadence),
                 attempts=lead.attempts,
+                nurture_while_calling=rules.nurture_while_calling,
                 due_at=now,
                 queued_at=now,
             ),
@@ -1364,6 +1365,7 @@ class QueueService:
                     campaign=lead.campaign,
                     call_target=lead.call_target,
                     cadence_seconds=list(rules.cadence),
+                    nurture_while_calling=rules.nurture_while_calling,
                     due_at=lead.due_at,
                     queued_at=now,
                 ),

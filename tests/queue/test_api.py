@@ -160,6 +160,7 @@ async def test_new_pool_reads_back_with_defaults(api: httpx.AsyncClient) -> None
         "exhausted_to": None,
         "callback_hold_seconds": 900,
         "caps": {"lifetime": None, "per_day": None, "per_24h": None},
+        "nurture_while_calling": True,
     }
 
 

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.queue.compliance import CallingHours, rules_for
 from services.queue.scheduling import (
     CALLBACK,
     EFFECTS,
@@ -34,6 +33,7 @@ from services.queue.scheduling import (
     slot_of,
 )
 from services.queue.schemas import PoolRules
+from shared.compliance import CallingHours, rules_for
 from shared.events import Disposition
 
 PROPERTIES = settings(max_examples=200, deadline=None, database=None)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.queue.compliance import (
+from shared.compliance import (
     FEDERAL_HOURS,
     US_RULES,
     CallingHours,

@@ -6,7 +6,9 @@ is inside every set of hours in every zone the lead may be in, and
 ``cap_free_at`` finds when the caps allow one more call.
 
 The rules are telemarketing (telephone solicitation) rules. Redial cannot tell
-a sales call from any other kind, so every call is held to them, and none of
+a sales call from any other kind, so every call is held to them; the queue
+uses them for calls and nurture for text messages, which the federal rule and
+several state laws (Florida's among them) treat as calls. None of
 the statutes' exemptions (consent, an existing business relationship, debt
 collection and so on) is used. This module is not legal advice: the table
 records what was found in public sources, each entry says how sure that
