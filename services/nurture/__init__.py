@@ -1,5 +1,1 @@
-"""Nurture service: email/SMS jobs for leads not converted (not built yet).
-
-The package exists so the layout and the import boundaries are in place; the
-launcher starts only services that have an ``app.py``.
-"""
+"""Nurture service: email/SMS sequences for leads not converted after 30 days."""
