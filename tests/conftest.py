@@ -87,6 +87,18 @@ async def stack(postgres_admin_dsn: str, broker: Broker) -> AsyncIterator[Stack]
 
 
 @pytest.fixture
+async def own_broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    """A broker of one test's own, to stop or replay without disturbing others."""
+    broker = Broker(free_port(), log_path=tmp_path / "tansu.log")
+    broker.start()
+    await ensure_topics(broker.bootstrap, partitions=3)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
 async def scratch_database(stack: Stack) -> AsyncIterator[str]:
     """A brand-new empty database for one test (migrations from nothing)."""
     name = f"redial_scratch_{secrets.token_hex(4)}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from services.nurture.sequencing import Advance, LeadState, Step
 from shared.db import Connection
@@ -555,10 +556,10 @@ _ADVANCE = f"""
             finished_at = CASE WHEN change.finish_reason IS NOT NULL
                 THEN $8::timestamptz END,
             finish_reason = change.finish_reason,
-            history = leads.history || change.records,
+            history = leads.history || change.records::jsonb,
             updated_at = $8
         FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::int[],
-            $5::timestamptz[], $6::text[], $7::jsonb[])
+            $5::timestamptz[], $6::text[], $7::text[])
             AS change(lead_id, enrolled_at, version, next_step, next_at,
                 finish_reason, records)
         WHERE leads.lead_id = change.lead_id
@@ -586,7 +587,12 @@ async def save_advances(
         [advance.next_step for advance, _ in advances],
         [advance.next_at for advance, _ in advances],
         [advance.finish_reason for advance, _ in advances],
-        [[record.as_json() for record in advance.records] for advance, _ in advances],
+        # As JSON text: a list of lists would be sent as a 2-D array, which
+        # unnest flattens across leads.
+        [
+            orjson.dumps([record.as_json() for record in advance.records]).decode()
+            for advance, _ in advances
+        ],
         now,
         *outbox_arguments(jobs, now_ts=now, topic=NURTURE_JOBS_TOPIC),
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal, Self
+from itertools import pairwise
+from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from services.nurture.sequencing import Step
 
@@ -52,18 +53,17 @@ class CampaignIn(BaseModel):
     #: leave at their next step.
     active: bool = True
 
-    @model_validator(mode="after")
-    def _steps_in_order(self) -> Self:
-        for index, (earlier, later) in enumerate(
-            zip(self.steps, self.steps[1:], strict=False), start=1
-        ):
+    @field_validator("steps")
+    @classmethod
+    def _steps_in_order(cls, steps: list[StepIn]) -> list[StepIn]:
+        for index, (earlier, later) in enumerate(pairwise(steps), start=1):
             if later.day < earlier.day:
                 raise ValueError(
-                    f"steps[{index}].day: {later.day} comes before the previous"
-                    f" step's day {earlier.day}; steps are listed in the order"
-                    " they go out"
+                    f"steps.{index}.day is {later.day}, before the previous"
+                    f" step's day {earlier.day}; list steps in the order they go"
+                    " out"
                 )
-        return self
+        return steps
 
 
 class CampaignOut(BaseModel):

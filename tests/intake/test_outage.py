@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.intake.app import create_app
@@ -17,21 +14,10 @@ from shared.clock import ManualClock
 from shared.db import connect
 from shared.events import DncUpdated, new_event
 from shared.kafka import ensure_topics
-from shared.launcher.stack import Broker, free_port
+from shared.launcher.stack import Broker
 from tests.conftest import Server, Stack, unique_phone
 from tests.intake.conftest import intake_settings, make_source
 from tests.kafka_reader import events_about
-
-
-@pytest.fixture
-async def own_broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    broker = Broker(free_port(), log_path=tmp_path / "tansu.log")
-    broker.start()
-    await ensure_topics(broker.bootstrap, partitions=3)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_leads_accepted_during_an_outage_are_published_after_it(

@@ -55,6 +55,8 @@ def nurture_settings(stack: Stack, **overrides: object) -> NurtureSettings:
         "default_timezone": ZONE.key,
         # Tests run the due leads themselves after moving the clock.
         "tick_seconds": 60,
+        # The tests read decided jobs from the outbox; the clock moves months.
+        "outbox_retention_seconds": 100 * 365 * 86400,
     }
     return stack_settings(NurtureSettings, stack, **(values | overrides))
 
