@@ -18,7 +18,10 @@ import orjson
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs; comes with uvicorn[standard]
 from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import TypeAdapter
 
+from services.nurture.settings import NurtureSettings
+from shared.launcher.stack import SERVICE_PORTS
 from tests.conftest import ROOT
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -187,8 +190,60 @@ def test_every_alert_has_a_unit_test() -> None:
     assert alerts - tested == set(), "alerts never shown firing in a unit test"
 
 
-def test_metrics_service_runs_in_a_plain_compose_up() -> None:
+@pytest.mark.parametrize("name", ["metrics", "nurture"])
+def test_service_runs_in_a_plain_compose_up(name: str) -> None:
     document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    metrics = document["services"]["metrics"]
-    assert "profiles" not in metrics
-    assert "/readyz" in metrics["healthcheck"]["test"][-1]
+    service = document["services"][name]
+    assert "profiles" not in service
+    assert "/readyz" in service["healthcheck"]["test"][-1]
+
+
+def test_every_service_with_an_app_is_deployed_and_scraped() -> None:
+    """A service whose code exists must be started by compose on its port,
+    scraped by Prometheus and given a dashboard; an unbuilt one must not be
+    started, since its container would exit at once."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: job["dns_sd_configs"][0]
+        for job in scrape["scrape_configs"]
+        if "dns_sd_configs" in job
+    }
+    for name, port in SERVICE_PORTS.items():
+        built = (ROOT / "services" / name / "app.py").exists()
+        if not built:
+            assert compose[name].get("profiles") == ["unbuilt"], name
+            continue
+        assert "profiles" not in compose[name], name
+        assert compose[name]["ports"] == [f"{port}:{port}"], name
+        assert str(port) in compose[name]["command"], name
+        assert f"localhost:{port}/" in compose[name]["healthcheck"]["test"][-1]
+        assert scraped[name] == {
+            "names": [name],
+            "type": "A",
+            "port": port,
+            "refresh_interval": "15s",
+        }
+        assert (DASHBOARDS / f"{name}.json").exists(), name
+
+
+def test_nurture_compose_settings_default_to_the_services_own() -> None:
+    """Compose passes the NURTURE_* settings through with the defaults of the
+    settings class, and the shared environment as every service gets it."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    environment = compose["nurture"]["environment"]
+    for field in ("default_timezone", "sms_start", "sms_end"):
+        variable = f"NURTURE_{field.upper()}"
+        match = re.fullmatch(rf"\$\{{{variable}:-(.+)\}}", environment[variable])
+        assert match is not None, environment[variable]
+        declared = NurtureSettings.model_fields[field]
+        assert declared.annotation is not None
+        default = TypeAdapter(declared.annotation).validate_python(match.group(1))
+        assert default == declared.default, variable
+
+    shared = {
+        name: value
+        for name, value in compose["metrics"]["environment"].items()
+        if not name.startswith("METRICS_")
+    }
+    assert environment.items() >= shared.items()

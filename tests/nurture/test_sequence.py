@@ -171,3 +171,25 @@ async def test_a_re_inquiry_takes_the_earlier_lead_out_of_nurture(story: Story) 
 
 def _utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_leads_advanced_together_keep_their_own_histories(story: Story) -> None:
+    """Regression: histories were sent as a list of lists, a 2-D array that
+    unnest flattened across the batch, so two leads with different numbers
+    of steps dealt with in one pass failed (or swapped records)."""
+    await story.put_campaign([email_step(0), sms_step(0)])
+    east = story.received()
+    # 10:00 in New York is 07:00 here: the text waits, one record instead of two.
+    west = story.received(timezone="America/Los_Angeles")
+    await story.apply()
+
+    await story.at(story.local(30, 10))
+
+    assert [step["state"] for step in (await story.view(east))["steps"]] == [
+        "sent",
+        "sent",
+    ]
+    assert [step["state"] for step in (await story.view(west))["steps"]] == [
+        "sent",
+        "pending",
+    ]
