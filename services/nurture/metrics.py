@@ -36,6 +36,15 @@ SCHEDULER_LAG = Gauge(
     "How long the most overdue lead of the scheduler's last pass had been due"
     " (0 when nothing was due).",
 )
+SCHEDULER_PASSED = Gauge(
+    "redial_nurture_scheduler_last_pass_timestamp_seconds",
+    "When this copy's scheduler last finished a pass (Unix time): a scheduler"
+    " failing every pass leaves it behind, as its lag gauge cannot show.",
+)
+SCHEDULER_FAILURES = Counter(
+    "redial_nurture_scheduler_failures_total",
+    "Scheduler passes that failed (rolled back, retried after a backoff).",
+)
 JOB_DELAY = Histogram(
     "redial_nurture_job_delay_seconds",
     "From a step falling due to its job being written to the outbox.",

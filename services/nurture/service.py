@@ -309,9 +309,11 @@ class NurtureService:
             try:
                 claimed = await self.schedule_once()
                 backoff.reset()
+                metrics.SCHEDULER_PASSED.set(self._clock.now().timestamp())
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - the scheduler lives on
+                metrics.SCHEDULER_FAILURES.inc()
                 delay = backoff.next_delay()
                 logger.warning("scheduler.failed retry_in=%.2fs error=%r", delay, error)
                 await asyncio.sleep(delay)
