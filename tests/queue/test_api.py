@@ -1078,6 +1078,28 @@ async def test_lead_queued_tells_the_cadence_and_the_attempts_a_lead_brings(
     ] == [(pool, 0, [0, 600, 3600], 5), (other, 1, [0, 1800], 5)]
 
 
+async def test_lead_queued_tells_whether_nurture_may_take_a_lead_still_called(
+    floor: Floor, qdb: asyncpg.Connection
+) -> None:
+    """Nurture enrols leads a pool still calls unless the pool says not to;
+    it learns the pool's word from lead.queued."""
+    holding = await floor.pool(nurture_while_calling=False)
+    [held] = await floor.leads(holding)
+    default = await floor.pool()
+    [taken] = await floor.leads(default)
+
+    flags = {
+        lead_id: [
+            event.data.nurture_while_calling
+            for event in await events(qdb, lead_id)
+            if isinstance(event.data, LeadQueued)
+        ]
+        for lead_id in (held, taken)
+    }
+
+    assert flags == {held: [False], taken: [True]}
+
+
 async def test_second_outcome_for_a_lease_is_refused(
     floor: Floor, qdb: asyncpg.Connection
 ) -> None:
