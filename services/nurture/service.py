@@ -341,7 +341,19 @@ class NurtureService:
             if not leads:
                 metrics.SCHEDULER_LAG.set(0)
                 return 0
-            steps = await self._versions(connection, leads)
+            # A waiting lead whose campaign was switched off after it was
+            # planned is planned again (another campaign, or none), not
+            # enrolled in a campaign that enrols nobody.
+            stale = {
+                lead.lead_id
+                for lead in leads
+                if lead.enrolled_at is None and not lead.campaign_active
+            }
+            await repository.replan_waiting(
+                connection, list(stale), now, self._settings.default_timezone
+            )
+            due = [lead for lead in leads if lead.lead_id not in stale]
+            steps = await self._versions(connection, due)
             advances = [
                 (
                     advance(
@@ -353,7 +365,7 @@ class NurtureService:
                     ),
                     lead,
                 )
-                for lead in leads
+                for lead in due
             ]
             jobs = [
                 self._job_event(lead, job, now)

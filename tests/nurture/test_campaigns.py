@@ -96,3 +96,27 @@ async def test_switching_a_campaign_off_stops_enrolments_and_running_sequences(
     await story.put_campaign(steps)
     await story.at(story.start + 66 * DAY)
     assert len(await story.decided(waiting)) == 1
+
+
+async def test_a_lead_planned_for_a_campaign_switched_off_meanwhile_is_not_enrolled(
+    story: Story,
+) -> None:
+    """Regression: a waiting lead claimed after its campaign was switched off
+    (a PUT racing the scheduler; here the flag is flipped behind the PUT's
+    back) was enrolled and stopped at once instead of planned again."""
+    await story.put_campaign([email_step(0)])
+    lead = story.received()
+    await story.apply()
+    await story.database.execute(
+        "UPDATE campaigns SET active = false WHERE campaign = $1", story.campaign
+    )
+
+    await story.at(story.start + 30 * DAY)
+
+    assert await story.decided(lead) == []
+    view = await story.view(lead)
+    assert (view["status"], view["campaign"], view["enrolled_at"]) == (
+        "waiting",
+        None,
+        None,
+    )
