@@ -188,7 +188,8 @@ async def rewind(bootstrap: str, group: str) -> None:
     """Commit offset 0 on every partition of lead-events for ``group`` while
     no other member runs: its next consumer replays the whole topic. (The
     rewinding client joins the group to commit; the broker refuses commits
-    from outside it.)"""
+    from outside it. Tansu takes about 18 s to let it join after a member
+    has left: most of this test's time.)"""
     consumer = AIOKafkaConsumer(
         LEAD_EVENTS_TOPIC,
         bootstrap_servers=bootstrap,
