@@ -45,6 +45,11 @@ SCHEDULER_FAILURES = Counter(
     "redial_nurture_scheduler_failures_total",
     "Scheduler passes that failed (rolled back, retried after a backoff).",
 )
+PARKED = Counter(
+    "redial_nurture_leads_parked_total",
+    "Leads taken out of their sequence because the scheduler could not apply"
+    " the rules to them (logged as scheduler.lead_parked with the error).",
+)
 JOB_DELAY = Histogram(
     "redial_nurture_job_delay_seconds",
     "From a step falling due to its job being written to the outbox.",

@@ -184,9 +184,11 @@ def _snapshot_columns(snapshots: Sequence[LeadSnapshot]) -> list[list[Any]]:
 
 
 def _zones(lead: LeadSnapshot) -> list[str]:
-    if lead.timezones:
-        return list(lead.timezones)
-    return [lead.timezone] if lead.timezone else []
+    """The lead's IANA region zones. Names such as ``localtime`` or
+    ``posixrules``, which zoneinfo may list but PostgreSQL does not know,
+    are left out (the default zone then applies)."""
+    zones = list(lead.timezones) or ([lead.timezone] if lead.timezone else [])
+    return [zone for zone in zones if "/" in zone or zone == "UTC"]
 
 
 @dataclass(frozen=True)
@@ -199,13 +201,20 @@ class Ended:
     was_enrolled: bool
 
 
-#: RETURNING of a statement that may finish leads: ``was_enrolled`` is true
-#: for a lead this statement took out of its sequence (RETURNING sees the new
-#: row: finished now, for this reason).
+#: The rows a statement may take out of their sequence, locked, with whether
+#: each was in one before it: RETURNING sees only the new row, and two such
+#: statements in one transaction must not both count the same lead.
+_BEFORE = """
+    before AS (
+        SELECT lead_id, enrolled_at IS NOT NULL AND finished_at IS NULL AS active
+        FROM leads WHERE {match}
+        ORDER BY lead_id
+        FOR UPDATE
+    )
+"""
 _END_RETURNING = """
     RETURNING leads.lead_id, leads.campaign,
-        coalesce(leads.finished_at = {now} AND leads.finish_reason = {reason},
-            false) AS was_enrolled
+        before.active AND leads.finished_at IS NOT NULL AS was_enrolled
 """
 
 
@@ -230,13 +239,13 @@ async def end_reinquired(
             UNION
             SELECT l.lead_id FROM new JOIN leads l ON l.email = new.email
             WHERE l.lead_id <> new.lead_id AND l.received_at < new.received_at
-        )
+        ), {_BEFORE.format(match="lead_id IN (SELECT lead_id FROM earlier)")}
         UPDATE leads SET ended_reason = $1, next_at = NULL, updated_at = $6,
             {_FINISH.format(when="true", reason="$1", now="$6")}
-        FROM earlier
-        WHERE leads.lead_id = earlier.lead_id AND leads.ended_reason IS NULL
+        FROM before
+        WHERE leads.lead_id = before.lead_id AND leads.ended_reason IS NULL
             AND leads.finished_at IS NULL
-        {_END_RETURNING.format(reason="$1", now="$6")}
+        {_END_RETURNING}
         """,
         "reinquiry",
         [lead.lead_id for lead in snapshots],
@@ -267,6 +276,8 @@ class Calling:
     calling: str
     #: None keeps what the lead's last lead.queued said.
     hold_while_calling: bool | None
+    #: When the queue said it (queued_at / exhausted_at).
+    at: dt.datetime
 
 
 async def set_calling(
@@ -280,16 +291,21 @@ async def set_calling(
             pool = coalesce(change.pool, leads.pool),
             calling = change.calling,
             hold_while_calling = coalesce(change.hold, leads.hold_while_calling),
+            calling_at = change.at,
             updated_at = $5
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[])
-            AS change(lead_id, pool, calling, hold)
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[],
+            $6::timestamptz[]) AS change(lead_id, pool, calling, hold, at)
         WHERE leads.lead_id = change.lead_id
+            -- News older than what is applied already (a re-sent batch can
+            -- land a lead's events out of order) changes nothing.
+            AND (leads.calling_at IS NULL OR leads.calling_at <= change.at)
         """,
         [change.lead_id for change in changes],
         [change.pool for change in changes],
         [change.calling for change in changes],
         [change.hold_while_calling for change in changes],
         now,
+        [change.at for change in changes],
     )
 
 
@@ -299,10 +315,12 @@ async def end_lead(
     """Converted or invalid: out of nurture for good."""
     row = await connection.fetchrow(
         f"""
+        WITH {_BEFORE.format(match="lead_id = $3")}
         UPDATE leads SET ended_reason = $1, next_at = NULL, updated_at = $2,
             {_FINISH.format(when="true", reason="$1", now="$2")}
-        WHERE lead_id = $3 AND ended_reason IS NULL
-        {_END_RETURNING.format(reason="$1", now="$2")}
+        FROM before
+        WHERE leads.lead_id = before.lead_id AND leads.ended_reason IS NULL
+        {_END_RETURNING}
         """,
         reason,
         now,
@@ -321,7 +339,14 @@ async def update_contact(
         """
         UPDATE leads SET first_name = $2, last_name = $3, phone = $4, email = $5,
             country = $6, region = $7, timezones = $8, consent_sms = $9,
-            consent_email = $10, dnc = dnc OR $11, updated_at = $12
+            consent_email = $10, updated_at = $12,
+            -- A merge can bring a number or address that opted out or is
+            -- listed: the lead takes their state, as a new lead would.
+            sms_opted_out = sms_opted_out OR EXISTS (SELECT 1 FROM opt_outs o
+                WHERE o.channel = 'sms' AND o.address = $4),
+            email_opted_out = email_opted_out OR EXISTS (SELECT 1 FROM opt_outs o
+                WHERE o.channel = 'email' AND o.address = $5),
+            dnc = dnc OR $11 OR EXISTS (SELECT 1 FROM dnc_phones d WHERE d.phone = $4)
         WHERE lead_id = $1
         """,
         snapshot.lead_id,
@@ -377,14 +402,20 @@ async def opt_out(
     # channel (a row must not be updated twice in one statement).
     rows = await connection.fetch(
         f"""
+        WITH {_BEFORE.format(match=_OPTED_OUT_LEADS)}
         UPDATE leads SET
-            sms_opted_out = sms_opted_out OR $3,
-            email_opted_out = email_opted_out OR $5,
+            -- Each flag follows its own address: a lead sharing only the
+            -- number keeps its email.
+            sms_opted_out = sms_opted_out
+                OR ($3 AND (leads.lead_id = $2 OR leads.phone = $4)),
+            email_opted_out = email_opted_out
+                OR ($5 AND (leads.lead_id = $2 OR leads.email = $6)),
             next_at = CASE WHEN {_NO_CHANNEL} THEN NULL ELSE next_at END,
             {_FINISH.format(when=_NO_CHANNEL, reason="$1", now="$7")},
             updated_at = $7
-        WHERE lead_id = $2 OR ($3 AND phone = $4) OR ($5 AND email = $6)
-        {_END_RETURNING.format(reason="$1", now="$7")}
+        FROM before
+        WHERE leads.lead_id = before.lead_id
+        {_END_RETURNING}
         """,
         "opted_out",
         lead_id,
@@ -397,8 +428,14 @@ async def opt_out(
     return [Ended(row["lead_id"], row["campaign"], row["was_enrolled"]) for row in rows]
 
 
-#: After an opt-out of ($3 = sms, $5 = email): no channel is left.
-_NO_CHANNEL = "(sms_opted_out OR $3) AND (email_opted_out OR $5)"
+#: After an opt-out of ($3 = sms, $5 = email) of lead $2 or its addresses
+#: ($4, $6): no channel is left.
+_NO_CHANNEL = (
+    "(sms_opted_out OR ($3 AND (leads.lead_id = $2 OR leads.phone = $4)))"
+    " AND (email_opted_out OR ($5 AND (leads.lead_id = $2 OR leads.email = $6)))"
+)
+#: The lead ($2) and every lead with the address that opted out.
+_OPTED_OUT_LEADS = "lead_id = $2 OR ($3 AND phone = $4) OR ($5 AND email = $6)"
 
 
 async def set_dnc(
@@ -419,12 +456,14 @@ async def set_dnc(
     # waiting ones (re-planned once de-listed).
     rows = await connection.fetch(
         f"""
+        WITH {_BEFORE.format(match="phone = $1")}
         UPDATE leads SET dnc = $2,
             next_at = CASE WHEN $2 THEN NULL ELSE next_at END,
             {_FINISH.format(when="$2", reason="$4", now="$3")},
             updated_at = $3
-        WHERE phone = $1
-        {_END_RETURNING.format(reason="$4", now="$3")}
+        FROM before
+        WHERE leads.lead_id = before.lead_id
+        {_END_RETURNING}
         """,
         phone,
         listed,
@@ -456,6 +495,11 @@ async def replan_waiting(
     """
     if lead_ids is not None and not lead_ids:
         return
+    # Two texts rather than "$1 IS NULL OR t.lead_id = ANY ($1)": a pooled
+    # connection soon runs the statement with a generic plan, which cannot
+    # drop that OR, so it read every waiting lead and compared each with the
+    # whole array, a cost that grows with the waiting backlog times the batch.
+    by_id = "$1::uuid[] IS NULL" if lead_ids is None else "t.lead_id = ANY ($1)"
     await connection.execute(
         f"""
         WITH planned AS (
@@ -480,13 +524,15 @@ async def replan_waiting(
                 ORDER BY c.priority DESC, c.campaign
                 LIMIT 1
             ) pick ON true
-            WHERE t.{_WAITING.replace(" AND ", " AND t.")}
-                AND ($1::uuid[] IS NULL OR t.lead_id = ANY ($1::uuid[]))
+            WHERE t.{_WAITING.replace(" AND ", " AND t.")} AND {by_id}
         )
         UPDATE leads SET campaign = planned.campaign, next_at = planned.next_at,
             updated_at = $2
         FROM planned
         WHERE leads.lead_id = planned.lead_id
+            -- Checked again on the row as it is once its lock is free: a
+            -- scheduler pass may have enrolled the lead meanwhile.
+            AND leads.enrolled_at IS NULL AND leads.ended_reason IS NULL
             AND (leads.campaign IS DISTINCT FROM planned.campaign
                  OR leads.next_at IS DISTINCT FROM planned.next_at)
         """,
@@ -498,12 +544,30 @@ async def replan_waiting(
 
 # --- the scheduler --------------------------------------------------------------
 
-_CLAIM = """
+#: The opt-out and DNC state of a lead's addresses as the lists say now. A
+#: lead's own flags are written when it arrives or an opt-out or listing is
+#: applied; two such transactions running side by side (different partitions
+#: or copies) cannot see each other, so the claim looks at the lists again.
+_LISTED = {
+    "sms_opted_out": "EXISTS (SELECT 1 FROM opt_outs o"
+    " WHERE o.channel = 'sms' AND o.address = {lead}.phone)",
+    "email_opted_out": "EXISTS (SELECT 1 FROM opt_outs o"
+    " WHERE o.channel = 'email' AND o.address = {lead}.email)",
+    "dnc": "EXISTS (SELECT 1 FROM dnc_phones d WHERE d.phone = {lead}.phone)",
+}
+_CLAIM = f"""
     SELECT l.lead_id, l.campaign, coalesce(l.campaign_version, c.version) AS version,
         coalesce(c.active, false) AS active, l.first_name, l.last_name, l.phone,
         l.email, l.country, l.region, l.timezones, l.consent_sms,
-        l.consent_email, l.sms_opted_out, l.email_opted_out, l.enrolled_at,
-        l.next_step, l.next_at
+        l.consent_email, l.enrolled_at, l.next_step, l.next_at,
+        l.sms_opted_out OR {_LISTED["sms_opted_out"].format(lead="l")}
+            AS sms_opted_out,
+        l.email_opted_out OR {_LISTED["email_opted_out"].format(lead="l")}
+            AS email_opted_out,
+        l.dnc OR {_LISTED["dnc"].format(lead="l")} AS dnc,
+        (NOT l.sms_opted_out AND {_LISTED["sms_opted_out"].format(lead="l")})
+            OR (NOT l.email_opted_out AND {_LISTED["email_opted_out"].format(lead="l")})
+            OR (NOT l.dnc AND {_LISTED["dnc"].format(lead="l")}) AS behind_lists
     FROM leads l
     LEFT JOIN campaigns c ON c.campaign = l.campaign
     WHERE l.next_at <= $1  -- leads_next_at
@@ -515,33 +579,83 @@ _CLAIM = """
 """
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A due lead, locked for the claiming transaction."""
+
+    state: LeadState
+    #: Its number is on the do-not-call list.
+    dnc: bool
+    #: The opt-out or DNC lists say more than the lead's own flags.
+    behind_lists: bool
+
+
 async def claim_due(
     connection: Connection, now: dt.datetime, limit: int
-) -> list[LeadState]:
+) -> list[Claimed]:
     """Lock up to ``limit`` due leads, earliest first, for this transaction."""
     rows = await connection.fetch(_CLAIM, now, limit)
     return [
-        LeadState(
-            lead_id=row["lead_id"],
-            campaign=row["campaign"],
-            campaign_version=row["version"],
-            campaign_active=row["active"],
-            first_name=row["first_name"],
-            last_name=row["last_name"],
-            phone=row["phone"],
-            email=row["email"],
-            country=row["country"],
-            region=row["region"],
-            timezones=row["timezones"],
-            consent_sms=row["consent_sms"],
-            consent_email=row["consent_email"],
-            sms_opted_out=row["sms_opted_out"],
-            email_opted_out=row["email_opted_out"],
-            enrolled_at=row["enrolled_at"],
-            next_step=row["next_step"],
-            next_at=row["next_at"],
+        Claimed(
+            LeadState(
+                lead_id=row["lead_id"],
+                campaign=row["campaign"],
+                campaign_version=row["version"],
+                campaign_active=row["active"],
+                first_name=row["first_name"],
+                last_name=row["last_name"],
+                phone=row["phone"],
+                email=row["email"],
+                country=row["country"],
+                region=row["region"],
+                timezones=row["timezones"],
+                consent_sms=row["consent_sms"],
+                consent_email=row["consent_email"],
+                sms_opted_out=row["sms_opted_out"],
+                email_opted_out=row["email_opted_out"],
+                enrolled_at=row["enrolled_at"],
+                next_step=row["next_step"],
+                next_at=row["next_at"],
+            ),
+            dnc=row["dnc"],
+            behind_lists=row["behind_lists"],
         )
         for row in rows
+    ]
+
+
+async def catch_up_with_lists(
+    connection: Connection, lead_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> list[Ended]:
+    """Set the flags of ``lead_ids`` from the opt-out and DNC lists; a lead
+    found listed leaves its sequence (or, waiting, is no longer due)."""
+    if not lead_ids:
+        return []
+    listed = _LISTED["dnc"].format(lead="leads")
+    rows = await connection.fetch(
+        f"""
+        WITH {_BEFORE.format(match="lead_id = ANY ($1::uuid[])")}
+        UPDATE leads SET
+            sms_opted_out = sms_opted_out
+                OR {_LISTED["sms_opted_out"].format(lead="leads")},
+            email_opted_out = email_opted_out
+                OR {_LISTED["email_opted_out"].format(lead="leads")},
+            dnc = dnc OR {listed},
+            next_at = CASE WHEN {listed} THEN NULL ELSE next_at END,
+            {_FINISH.format(when=listed, reason="$2", now="$3")},
+            updated_at = $3
+        FROM before
+        WHERE leads.lead_id = before.lead_id
+        {_END_RETURNING}
+        """,
+        list(lead_ids),
+        "dnc",
+        now,
+    )
+    return [
+        Ended(row["lead_id"], row["campaign"], True)
+        for row in rows
+        if row["was_enrolled"]
     ]
 
 

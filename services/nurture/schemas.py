@@ -14,7 +14,8 @@ from services.nurture.sequencing import Step
 #: Campaign and pool names: what is safe in a URL and a Prometheus label.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-Source = Annotated[str, Field(min_length=1, max_length=200)]
+#: Something other than blanks: a blank name would match nothing.
+Source = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
 #: The longest a sequence may run, in days after enrolment (ten years).
 MAX_DAY = 3650
 
@@ -24,7 +25,7 @@ class StepIn(BaseModel):
 
     day: int = Field(ge=0, le=MAX_DAY, description="Days after enrolment")
     channel: Literal["email", "sms"]
-    template_id: str = Field(min_length=1, max_length=200)
+    template_id: str = Field(min_length=1, max_length=200, pattern=r"\S")
     content_url: AnyHttpUrl | None = Field(
         None, description="Blog article, newsletter or page the message links to"
     )
@@ -106,7 +107,8 @@ class ChannelView(BaseModel):
 class NurtureView(BaseModel):
     lead_id: uuid.UUID
     #: waiting (not enrolled yet), held (its pool keeps it while calling),
-    #: enrolled, finished, or excluded (will never be enrolled).
+    #: enrolled, finished, or excluded (not enrolled while the reason holds:
+    #: for good when converted, invalid or superseded by a re-inquiry).
     status: Literal["waiting", "held", "enrolled", "finished", "excluded"]
     reason: str | None
     campaign: str | None

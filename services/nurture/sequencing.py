@@ -7,9 +7,10 @@ here reads a clock or a database, so every rule is tested in isolation.
 
 The rules:
 
-* A lead waiting for enrolment is enrolled at the moment it is looked at,
-  unless it stopped being eligible; step days count from that moment, in the
-  lead's own zone, so a step keeps its local time of day across DST changes.
+* A lead waiting for enrolment is enrolled at the moment it is looked at
+  (the service has already left out leads that stopped being eligible); step
+  days count from that moment, in the lead's own zone, so a step keeps its
+  local time of day across DST changes.
 * A step falls due at enrolment + its day offset. Every due step is dealt
   with in order: sent, or skipped for a reason (no consent, opted out, no
   address for the channel); a text message outside the SMS hours in any of
@@ -142,7 +143,10 @@ def step_due(enrolled_at: dt.datetime, day: int, zone: ZoneInfo) -> dt.datetime:
     """Enrolment + ``day`` calendar days at the same local time, in UTC."""
     local = enrolled_at.astimezone(zone)
     moved = dt.datetime.combine(local.date() + dt.timedelta(days=day), local.timetz())
-    # A reading inside a spring-forward gap is taken with the offset before it.
+    # A reading inside a spring-forward gap is taken with the offset before it;
+    # one inside the repeated fall-back hour is the first of the two (fold 0).
+    # (PostgreSQL's AT TIME ZONE, which plans enrolments, takes the second:
+    # an arrival in that hour can be enrolled an hour later than this rule.)
     return moved.replace(tzinfo=zone).astimezone(dt.UTC)
 
 

@@ -163,11 +163,17 @@ class NurtureService:
         """Consumer handler: runs inside the consumer's transaction.
 
         Arrivals and the queue's pool/exhaustion news are applied in bulk,
-        the rarer events one by one after them, in their order. That is the
-        order they happened in for any one lead: its arrival comes first, and
-        conversion, invalidity and opt-outs end what the queue news changes.
+        the rarer events one by one after them, in their order. For any one
+        lead that keeps what matters: its arrival comes first, conversion,
+        invalidity and opt-outs end what the queue news changes, and older
+        queue news never overrides newer. Across leads the order can differ
+        (a merge that brings a number is applied after another lead's
+        arrival with it in the same batch, so that re-inquiry is missed).
         """
         now = self._clock.now()
+        # Counts staged by an earlier attempt at this batch were rolled back
+        # with it: only this attempt's may reach after_commit.
+        self._staged = []
         received: list[LeadSnapshot] = []
         calling: dict[uuid.UUID, Calling] = {}
         others: list[Envelope] = []
@@ -178,14 +184,24 @@ class NurtureService:
             if isinstance(data, LeadReceived):
                 received.append(data)
             elif isinstance(data, LeadQueued):
-                calling[data.lead_id] = Calling(
-                    data.lead_id, data.pool, "open", not data.nurture_while_calling
+                _newer(
+                    calling,
+                    Calling(
+                        data.lead_id,
+                        data.pool,
+                        "open",
+                        not data.nurture_while_calling,
+                        data.queued_at,
+                    ),
                 )
             elif isinstance(data, LeadExhausted):
                 earlier = calling.get(data.lead_id)
                 hold = earlier.hold_while_calling if earlier else None
-                calling[data.lead_id] = Calling(
-                    data.lead_id, data.pool, "exhausted", hold
+                _newer(
+                    calling,
+                    Calling(
+                        data.lead_id, data.pool, "exhausted", hold, data.exhausted_at
+                    ),
                 )
             else:
                 others.append(envelope)
@@ -239,30 +255,36 @@ class NurtureService:
         phone: str | None,
         email: str | None,
         now: dt.datetime,
-    ) -> bool:
-        """Opt out of the nurture channels ``channel`` covers; False when the
-        lead is unknown. Call-only opt-outs are the queue's."""
+        staged: list[Callable[[], None]] | None = None,
+    ) -> None:
+        """Opt out of the nurture channels ``channel`` covers (call-only
+        opt-outs are the queue's). The addresses the event names are recorded
+        even for a lead nurture has not seen, so its leads start opted out."""
         channels = {"sms": ["sms"], "email": ["email"], "all": ["sms", "email"]}.get(
             channel, []
         )
+        if not channels:
+            return
         contact = await repository.contact_of(connection, lead_id)
-        if contact is None:
-            return False
-        if channels:
-            addresses = {
-                "sms": phone or contact["phone"],
-                "email": email or contact["email"],
-            }
-            ended = await repository.opt_out(
-                connection, lead_id, channels, addresses, now
-            )
-            self._stage_ended(ended, "opted_out")
-        return True
+        addresses = {
+            "sms": phone or (contact["phone"] if contact else None),
+            "email": email or (contact["email"] if contact else None),
+        }
+        ended = await repository.opt_out(connection, lead_id, channels, addresses, now)
+        self._stage_ended(ended, "opted_out", staged)
 
-    def _stage_ended(self, ended: Sequence[Ended | None], reason: str) -> None:
+    def _stage_ended(
+        self,
+        ended: Sequence[Ended | None],
+        reason: str,
+        staged: list[Callable[[], None]] | None = None,
+    ) -> None:
+        """Stage the counts of leads taken out of a sequence, on the
+        consumer's list unless the caller keeps its own."""
+        into = self._staged if staged is None else staged
         for lead in ended:
             if lead is not None and lead.was_enrolled and lead.campaign:
-                self._staged.append(metrics.LEFT.labels(lead.campaign, reason).inc)
+                into.append(metrics.LEFT.labels(lead.campaign, reason).inc)
 
     def after_commit(self) -> None:
         """The consumer committed: count what its transaction did."""
@@ -280,8 +302,12 @@ class NurtureService:
         async with self._pool.acquire() as connection, connection.transaction():
             contact = await repository.contact_of(connection, lead_id)
             if contact is None:
-                raise NotFound(f"lead {lead_id} is not known to nurture")
-            await self._opt_out(connection, lead_id, channel, None, None, now)
+                raise NotFound(
+                    f"lead {lead_id} is not known to nurture (yet: its"
+                    " lead.received may still be on its way; retry shortly)"
+                )
+            staged: list[Callable[[], None]] = []
+            await self._opt_out(connection, lead_id, channel, None, None, now, staged)
             event = LeadOptedOut(
                 lead_id=lead_id,
                 phone=contact["phone"] if channel in ("sms", "all") else None,
@@ -294,7 +320,8 @@ class NurtureService:
                 [new_event(event, source=EVENT_SOURCE, subject=str(lead_id), time=now)],
                 now_ts=now,
             )
-        self.after_commit()
+        for increment in staged:
+            increment()
         self._on_jobs()
         logger.info("lead.opted_out lead_id=%s channel=%s", lead_id, channel)
         return await self.nurture_view(lead_id)
@@ -335,38 +362,34 @@ class NurtureService:
         """
         now = self._clock.now()
         async with self._pool.acquire() as connection, connection.transaction():
-            leads = await repository.claim_due(
+            claimed = await repository.claim_due(
                 connection, now, self._settings.scheduler_batch
             )
-            if not leads:
+            if not claimed:
                 metrics.SCHEDULER_LAG.set(0)
                 return 0
+            listed = await repository.catch_up_with_lists(
+                connection,
+                [lead.state.lead_id for lead in claimed if lead.behind_lists],
+                now,
+            )
             # A waiting lead whose campaign was switched off after it was
             # planned is planned again (another campaign, or none), not
             # enrolled in a campaign that enrols nobody.
             stale = {
-                lead.lead_id
-                for lead in leads
-                if lead.enrolled_at is None and not lead.campaign_active
+                lead.state.lead_id
+                for lead in claimed
+                if lead.state.enrolled_at is None and not lead.state.campaign_active
             }
             await repository.replan_waiting(
                 connection, list(stale), now, self._settings.default_timezone
             )
-            due = [lead for lead in leads if lead.lead_id not in stale]
-            steps = await self._versions(connection, due)
-            advances = [
-                (
-                    advance(
-                        lead,
-                        steps.get((lead.campaign, lead.campaign_version), []),
-                        now,
-                        sms_hours=self._settings.sms_hours,
-                        default_zone=self._settings.default_timezone,
-                    ),
-                    lead,
-                )
-                for lead in due
+            due = [
+                lead.state
+                for lead in claimed
+                if not lead.dnc and lead.state.lead_id not in stale
             ]
+            advances = await self._advance(connection, due, now)
             jobs = [
                 self._job_event(lead, job, now)
                 for result, lead in advances
@@ -378,12 +401,50 @@ class NurtureService:
                 jobs,
                 now,
             )
-        metrics.SCHEDULER_LAG.set(max(0.0, (now - leads[0].next_at).total_seconds()))
+        oldest = claimed[0].state.next_at
+        metrics.SCHEDULER_LAG.set(max(0.0, (now - oldest).total_seconds()))
+        for ended in listed:
+            if ended.campaign:
+                metrics.LEFT.labels(ended.campaign, "dnc").inc()
         for result, lead in advances:
             self._count(lead, result)
         if jobs:
             self._on_jobs()
-        return len(leads)
+        return len(claimed)
+
+    async def _advance(
+        self, connection: Connection, leads: Sequence[LeadState], now: dt.datetime
+    ) -> list[tuple[Advance, LeadState]]:
+        """Each lead's steps at ``now``. A lead the rules cannot be applied to
+        (a fault in its data) is parked, not retried: it would be claimed
+        first again on every pass and hold up every lead behind it."""
+        steps = await self._versions(connection, leads)
+        advances = []
+        for lead in leads:
+            try:
+                result = advance(
+                    lead,
+                    steps.get((lead.campaign, lead.campaign_version), []),
+                    now,
+                    sms_hours=self._settings.sms_hours,
+                    default_zone=self._settings.default_timezone,
+                )
+            except Exception as error:  # noqa: BLE001 - parked, logged, counted
+                # Swallowed here, so ERROR: someone has to look at the lead.
+                logger.error(
+                    "scheduler.lead_parked lead_id=%s error=%r", lead.lead_id, error
+                )
+                metrics.PARKED.inc()
+                result = Advance(
+                    lead_id=lead.lead_id,
+                    enrolled_at=lead.enrolled_at or now,
+                    newly_enrolled=False,
+                    next_step=lead.next_step,
+                    next_at=None,
+                    finish_reason="failed",
+                )
+            advances.append((result, lead))
+        return advances
 
     async def _versions(
         self, connection: Connection, leads: Sequence[LeadState]
@@ -442,6 +503,13 @@ class NurtureService:
         return _view(row, self._settings).model_dump(mode="json")
 
 
+def _newer(calling: dict[uuid.UUID, Calling], change: Calling) -> None:
+    """Keep ``change`` unless the batch already holds later queue news."""
+    kept = calling.get(change.lead_id)
+    if kept is None or kept.at <= change.at:
+        calling[change.lead_id] = change
+
+
 def _view(row: asyncpg.Record, settings: NurtureSettings) -> NurtureView:
     state = _lead_state(row)
     channels = {
@@ -451,7 +519,11 @@ def _view(row: asyncpg.Record, settings: NurtureSettings) -> NurtureView:
         for channel in ("email", "sms")
     }
     status, reason = _status(row)
-    steps = _step_views(row, state, settings) if row["definition"] else []
+    steps = (
+        _step_views(row, state, settings, excluded=status == "excluded")
+        if row["definition"]
+        else []
+    )
     return NurtureView(
         lead_id=row["lead_id"],
         status=status,
@@ -509,7 +581,11 @@ def _lead_state(row: asyncpg.Record) -> LeadState:
 
 
 def _step_views(
-    row: asyncpg.Record, state: LeadState, settings: NurtureSettings
+    row: asyncpg.Record,
+    state: LeadState,
+    settings: NurtureSettings,
+    *,
+    excluded: bool,
 ) -> list[StepView]:
     """Every step of the lead's campaign version: what happened to the ones
     dealt with, when the others are due (or that they never will be)."""
@@ -517,6 +593,7 @@ def _step_views(
     zones = list(state.timezones) or [settings.default_timezone]
     enrolled_at = row["enrolled_at"]
     ended = row["finished_at"] is not None or row["ended_reason"] is not None
+    ended = ended or excluded
     views = []
     for index, step in enumerate(row["definition"]["steps"]):
         entry = history.get(index)
@@ -536,7 +613,11 @@ def _step_views(
             view.job_id = uuid.UUID(entry["job_id"]) if entry["job_id"] else None
         elif ended or blocked(state, step["channel"]) == "opted_out":
             view.state = "cancelled"
-            view.reason = row["finish_reason"] or row["ended_reason"] or "opted_out"
+            view.reason = (
+                row["finish_reason"]
+                or row["ended_reason"]
+                or ("dnc" if row["dnc"] else "opted_out")
+            )
         elif enrolled_at is not None:
             due = step_due(enrolled_at, step["day"], ZoneInfo(zones[0]))
             if index == row["next_step"] and row["next_at"] is not None:

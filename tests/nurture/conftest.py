@@ -2,10 +2,11 @@
 that writes one test's lead events under its own source, pool and campaign.
 
 The service runs as deployed (consumer, outbox relay, scheduler loop), but
-its scheduler only ticks once an hour of real time: tests move the clock and
-then run the due leads themselves (``Story.at``), so nothing depends on
-timing. Jobs are read back from ``nurture-jobs``; "nothing was sent" is
-checked against the outbox, which holds every job the moment it is decided.
+its scheduler only ticks once a minute of real time: tests move the clock and
+then run the due leads themselves (``Story.at``). A tick that comes first
+does the same work at the same clock time, so nothing depends on timing.
+Jobs are read back from ``nurture-jobs``; "nothing was sent" is checked
+against the outbox, which holds every job the moment it is decided.
 """
 
 from __future__ import annotations

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from prometheus_client import REGISTRY
 
 from shared.events import LeadOptedOut
+from tests.conftest import unique_phone
 from tests.kafka_reader import events_about
-from tests.nurture.conftest import DAY, Story, email_step, sms_step
+from tests.nurture.conftest import DAY, Story, email_step, sms_step, unique_email
 
 
 def suppressed(campaign: str, channel: str, reason: str) -> float:
@@ -176,3 +178,43 @@ async def test_opting_out_of_everything_ends_the_sequence_at_once(story: Story) 
 
 def _utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_an_opt_out_of_everything_keeps_each_address_to_its_own_channel(
+    story: Story,
+) -> None:
+    """Regression: an opt-out of ``all`` set both flags on every lead sharing
+    either address, so a lead sharing only the number lost its emails too."""
+    await story.put_campaign([email_step(0), sms_step(0)])
+    phone = unique_phone()
+    lead = story.received(phone=phone)
+    same_number = story.received(phone=phone)
+    await story.apply()
+
+    answer = await story.api.post(f"/v1/leads/{lead}/opt-out", json={"channel": "all"})
+    assert answer.status_code == 200, answer.text
+
+    channels = (await story.view(same_number))["channels"]
+    assert channels["email"] == {"allowed": True, "reason": None}
+    assert channels["sms"] == {"allowed": False, "reason": "opted_out"}
+
+
+async def test_an_opt_out_event_for_a_lead_never_seen_still_covers_its_address(
+    story: Story,
+) -> None:
+    address = unique_email()
+    story.event(
+        LeadOptedOut(
+            lead_id=uuid.uuid4(),
+            email=address,
+            channel="email",
+            opted_out_at=story.clock.now(),
+        ),
+        uuid.uuid4(),
+    )
+    await story.apply()
+
+    lead = story.received(address=address)
+    await story.apply()
+
+    assert (await story.view(lead))["channels"]["email"]["reason"] == "opted_out"

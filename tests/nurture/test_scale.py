@@ -250,7 +250,7 @@ async def test_a_restart_mid_sequence_and_a_replay_of_the_topic_send_no_step_twi
             "every event applied",
         )
         isolated.clock.advance(30 * DAY)
-        assert await service.run_due() == 20
+        await service.run_due()
         assert len(await isolated.jobs(20)) == 20
 
     # The copy is gone mid-sequence. Its group is rewound and every event is
@@ -297,7 +297,12 @@ async def test_two_copies_send_each_step_once(isolated: Isolated) -> None:
             claimed += await asyncio.gather(first.run_due(), second.run_due())
         jobs = await isolated.jobs(600)
 
-    assert sum(claimed) == 600
+        await eventually(
+            lambda: _all_published(isolated.database_url), "the outbox emptied"
+        )
+    # A background tick of either copy may have taken some of the passes.
+    assert sum(claimed) <= 600
+    assert len(await outbox_jobs(isolated.database_url)) == 600
     assert len(jobs) == 600
     assert len({job.job_id for job in jobs}) == 600
     assert len({(job.lead_id, job.step) for job in jobs}) == 600

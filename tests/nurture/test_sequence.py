@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from shared.events import DncUpdated
+from tests.conftest import unique_phone
 from tests.nurture.conftest import DAY, Story, email_step, sms_step
 
 
@@ -193,3 +195,69 @@ async def test_leads_advanced_together_keep_their_own_histories(story: Story) ->
         "sent",
         "pending",
     ]
+
+
+async def test_a_number_listed_before_the_lead_arrives_waits_until_it_is_delisted(
+    story: Story,
+) -> None:
+    await story.put_campaign([email_step(0)])
+    phone = unique_phone()
+    listed = DncUpdated(phone=phone, listed=True, updated_at=story.clock.now())
+    story.event(listed, uuid.uuid4())
+    lead = story.received(phone=phone)
+    await story.apply()
+
+    await story.at(story.start + 30 * DAY)
+    assert await story.decided(lead) == []
+    view = await story.view(lead)
+    assert (view["status"], view["reason"]) == ("excluded", "dnc")
+    assert view["steps"][0]["state"] == "cancelled"
+
+    await story.at(story.start + 31 * DAY)
+    story.event(
+        DncUpdated(phone=phone, listed=False, updated_at=story.clock.now()),
+        uuid.uuid4(),
+    )
+    await story.apply()
+    await story.at(story.start + 31 * DAY + dt.timedelta(seconds=1))
+    assert len(await story.decided(lead)) == 1
+
+
+async def test_a_re_inquiry_by_email_also_ends_the_earlier_lead(story: Story) -> None:
+    await story.put_campaign([email_step(0), email_step(4)])
+    first = story.received(phone=None)
+    await story.apply()
+    await story.at(story.start + 30 * DAY)
+    address = await story.database.fetchval(
+        "SELECT email FROM leads WHERE lead_id = $1", first
+    )
+
+    story.received(address=address)
+    await story.apply()
+    await story.at(story.start + 40 * DAY)
+
+    view = await story.view(first)
+    assert (view["status"], view["reason"]) == ("finished", "reinquiry")
+    assert len(await story.decided(first)) == 1
+
+
+async def test_a_lead_whose_rules_cannot_be_applied_is_parked_not_retried(
+    story: Story,
+) -> None:
+    """A fault in one lead's data (here a zone nobody knows, written behind
+    the consumer's back) must not stop the scheduler: the lead would be
+    claimed first on every pass."""
+    await story.put_campaign([email_step(0)])
+    broken, fine = story.received(), story.received()
+    await story.apply()
+    await story.database.execute(
+        "UPDATE leads SET timezones = '{Mars/Olympus_Mons}' WHERE lead_id = $1",
+        broken,
+    )
+
+    await story.at(story.start + 30 * DAY)
+
+    assert len(await story.decided(fine)) == 1
+    assert await story.decided(broken) == []
+    view = await story.view(broken)
+    assert (view["status"], view["reason"]) == ("finished", "failed")

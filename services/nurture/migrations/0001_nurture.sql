@@ -47,6 +47,8 @@ CREATE TABLE leads (
     calling text NOT NULL DEFAULT 'open' CHECK (calling IN ('open', 'exhausted')),
     -- The pool asked for the lead to wait for exhaustion before nurture.
     hold_while_calling boolean NOT NULL DEFAULT false,
+    -- When the queue news in calling/pool happened (older news is ignored).
+    calling_at timestamptz,
     -- Set once for good: converted, invalid or reinquiry.
     ended_reason text,
     -- The campaign chosen for the lead (while waiting, kept current with the
