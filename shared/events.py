@@ -230,6 +230,10 @@ class NurtureJob(EventData):
     first_name: str | None = None
     last_name: str | None = None
     due_at: dt.datetime
+    #: Texts only: the end of the SMS hours (and the law's) the job was
+    #: decided in. A sender that cannot deliver by then should hold the text
+    #: to the next opening rather than deliver it at night.
+    send_before: dt.datetime | None = None
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {

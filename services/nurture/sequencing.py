@@ -83,6 +83,8 @@ class Job:
     content_url: str | None
     to: str
     due_at: dt.datetime
+    #: Texts only: when the hours the text was decided in close.
+    send_before: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -173,18 +175,20 @@ def blocked(lead: LeadState, channel: Channel) -> Reason | None:
     return None
 
 
-def sms_opening(
+def sms_window(
     lead: LeadState, now: dt.datetime, hours: SmsHours, default_zone: str
-) -> dt.datetime:
-    """The first moment at or after ``now`` a text may reach the lead: inside
-    the SMS hours and the law's hours (federal and state) in all its zones."""
+) -> tuple[dt.datetime, dt.datetime]:
+    """The first stretch, from ``now`` on, when a text may reach the lead:
+    inside the SMS hours and the law's hours (federal and state) in all its
+    zones. Its start is ``now`` when the hours are open."""
     legal, _, _ = rules_for(lead.country, lead.region)
     window = callable_window(
         now, lead_zones(lead, default_zone), hours.calling_hours(), legal
     )
     if window is None:  # cannot happen with daily hours; look again tomorrow
-        return now + dt.timedelta(days=1)
-    return window[0]
+        tomorrow = now + dt.timedelta(days=1)
+        return tomorrow, tomorrow
+    return window
 
 
 def advance(
@@ -228,13 +232,14 @@ def advance(
             result.suppressed.append((step.channel, reason))
             index += 1
             continue
+        send_before = None
         if step.channel == "sms":
-            opening = sms_opening(lead, now, sms_hours, default_zone)
+            opening, send_before = sms_window(lead, now, sms_hours, default_zone)
             if opening > now:
                 result.suppressed.append(("sms", "quiet_hours"))
                 result.next_at = opening
                 break
-        job = _job(lead, index, step, due)
+        job = _job(lead, index, step, due, send_before)
         result.jobs.append(job)
         result.records.append(Record(index, "sent", None, now, job.job_id))
         result.delays.append(max(0.0, (now - due).total_seconds()))
@@ -260,7 +265,13 @@ def _claimed_due(
     return max(planned, lead.next_at)
 
 
-def _job(lead: LeadState, index: int, step: Step, due: dt.datetime) -> Job:
+def _job(
+    lead: LeadState,
+    index: int,
+    step: Step,
+    due: dt.datetime,
+    send_before: dt.datetime | None,
+) -> Job:
     identifier = job_id(lead.lead_id, lead.campaign, index)
     address = lead.email if step.channel == "email" else lead.phone
     assert address is not None  # blocked() refused a step without one
@@ -273,4 +284,5 @@ def _job(lead: LeadState, index: int, step: Step, due: dt.datetime) -> Job:
         content_url=step.content_url,
         to=address,
         due_at=due,
+        send_before=send_before,
     )

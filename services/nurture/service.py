@@ -469,6 +469,7 @@ class NurtureService:
             first_name=lead.first_name,
             last_name=lead.last_name,
             due_at=job.due_at,
+            send_before=job.send_before,
         )
         # The envelope id is the job id: a copy that reaches the topic twice
         # (the relay re-sends a batch after a failure) is one event to readers.

@@ -79,6 +79,7 @@ async def test_sms_due_at_22_local_goes_out_at_08_the_next_morning(
     [job] = await story.published(lead, 1)
     assert job.channel == "sms"
     assert job.due_at == story.local(31, 8)
+    assert job.send_before == story.local(31, 21)
 
 
 async def test_sms_to_a_florida_lead_waits_for_the_state_hours(story: Story) -> None:
@@ -96,6 +97,7 @@ async def test_sms_to_a_florida_lead_waits_for_the_state_hours(story: Story) -> 
     await story.at(story.local(31, 8))
     jobs = await story.decided(lead)
     assert [job.channel for job in jobs] == ["sms", "email"]
+    assert [job.send_before for job in jobs] == [story.local(31, 20), None]
 
 
 async def test_an_sms_opt_out_mid_sequence_stops_sms_only(story: Story) -> None:

@@ -92,6 +92,7 @@ def test_a_text_outside_the_sms_hours_waits_and_so_do_the_steps_behind_it() -> N
         default_zone="UTC",
     )
 
+    assert [job.send_before for job in morning.jobs] == [at(2, 21), None]
     assert night.jobs == []
     assert night.suppressed == [("sms", "quiet_hours")]
     assert night.next_at == at(2, 8)
