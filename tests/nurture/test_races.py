@@ -73,7 +73,7 @@ async def test_a_put_during_a_scheduler_pass_does_not_rewrite_an_enrolled_lead(
     put = asyncio.create_task(
         story.put_campaign([email_step(0, "b"), email_step(1, "b")], priority=10)
     )
-    await _wait_for_lock_wait(story.database, "WITH planned")
+    await _wait_for_lock_wait(story.database, "SET (campaign, next_at)")
     release.set()
     await scheduler
     await put
