@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.metrics
+	$(BIN)/python -m bench.nurture
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.launcher.stack import (
     Broker,
@@ -116,6 +117,72 @@ def start_healthy(service: ServiceProcess, log_path: Path) -> None:
         raise RuntimeError(f"{service.name}: {error}\n{tail(log_path)}") from error
 
 
+class RestartableService:
+    """One service as its own uvicorn process that a bench stops and starts
+    again between runs (to reset its tables, or to time a start from cold).
+
+    Each start logs to its own file (``<name>-<n>.log`` in ``folder``), so
+    that :meth:`complaints` can count what every start's log mentions.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], folder: Path) -> None:
+        self.name = name
+        self._env = env
+        self._folder = folder
+        self.process: ServiceProcess | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self._folder / f"{self.name}-{self.starts}.log"
+
+    def start(self) -> ServiceProcess:
+        """Start and wait until ready; a running copy is stopped first."""
+        self.stop()
+        self.starts += 1
+        service = ServiceProcess(self.name, free_port(), self._env, self.log_path)
+        self.process = service
+        start_healthy(service, self.log_path)
+        return service
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    @property
+    def pid(self) -> int:
+        """The running process's id (-1 when stopped, which no process has)."""
+        if self.process is None or self.process.process is None:
+            return -1
+        return self.process.process.pid
+
+    @property
+    def port(self) -> int:
+        assert self.process is not None
+        return self.process.port
+
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if the process has exited."""
+        process = self.process.process if self.process else None
+        if process is None or process.poll() is not None:
+            code = process.returncode if process else None
+            raise RuntimeError(f"{self.name} exited with {code}\n{tail(self.log_path)}")
+
+    def complaints(self, patterns: Iterable[str]) -> dict[str, int]:
+        """How many lines of every start's log contain each of ``patterns``."""
+        wanted = list(patterns)
+        found: dict[str, int] = {}
+        for number in range(1, self.starts + 1):
+            path = self._folder / f"{self.name}-{number}.log"
+            with contextlib.suppress(OSError):
+                for line in path.read_text(errors="replace").splitlines():
+                    for pattern in wanted:
+                        if pattern in line:
+                            found[pattern] = found.get(pattern, 0) + 1
+        return found
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """The end of a log file, for error messages."""
     try:
@@ -144,6 +211,58 @@ def provision_source(endpoints: Endpoints, name: str) -> str:
         stdout=subprocess.DEVNULL,
     )
     return api_key
+
+
+# -- topics -----------------------------------------------------------------
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, in number order (empty if it does not exist)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        numbers = consumer.partitions_for_topic(topic) or set()
+        return [TopicPartition(topic, number) for number in sorted(numbers)]
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(
+    bootstrap: str, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The offset the next record of each partition will get."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        offsets: dict[TopicPartition, int] = await consumer.end_offsets(
+            list(partitions)
+        )
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create a scratch topic for a baseline, unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="redial-bench")
+    await admin.start()
+    try:
+        if name not in set(await admin.list_topics()):
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def delete_topic(bootstrap: str, name: str) -> None:
+    """Delete a scratch topic where the broker can (Tansu's memory engine
+    cannot: the topic then stays until the broker stops)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="redial-bench")
+    with contextlib.suppress(Exception):
+        await admin.start()
+        await admin.delete_topics([name])
+    with contextlib.suppress(Exception):
+        await admin.close()
 
 
 # -- leads ------------------------------------------------------------------
@@ -861,6 +980,34 @@ def _markdown_row(cells: Sequence[str]) -> str:
 def machine_line() -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"{os.cpu_count()} cores (`os.cpu_count()`), {now}"
+
+
+def say(text: str) -> None:
+    """A progress line, on stderr so that stdout carries only the report."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def checkout() -> str:
+    """The checkout measured: its commit, and whether files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit {head}" + (" with uncommitted changes" if changed else "")
 
 
 def write_results(
