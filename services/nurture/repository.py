@@ -603,24 +603,10 @@ async def claim_due(
     rows = await connection.fetch(_CLAIM, now, limit)
     return [
         Claimed(
-            LeadState(
-                lead_id=row["lead_id"],
-                campaign=row["campaign"],
+            lead_state(
+                row,
                 campaign_version=row["version"],
                 campaign_active=row["active"],
-                first_name=row["first_name"],
-                last_name=row["last_name"],
-                phone=row["phone"],
-                email=row["email"],
-                country=row["country"],
-                region=row["region"],
-                timezones=row["timezones"],
-                consent_sms=row["consent_sms"],
-                consent_email=row["consent_email"],
-                sms_opted_out=row["sms_opted_out"],
-                email_opted_out=row["email_opted_out"],
-                enrolled_at=row["enrolled_at"],
-                next_step=row["next_step"],
                 next_at=row["next_at"],
             ),
             dnc=row["dnc"],
@@ -628,6 +614,37 @@ async def claim_due(
         )
         for row in rows
     ]
+
+
+def lead_state(
+    row: asyncpg.Record,
+    *,
+    campaign_version: int,
+    campaign_active: bool,
+    next_at: dt.datetime,
+) -> LeadState:
+    """The scheduler's view of a ``leads`` row (or a claim's row, whose flags
+    already include the lists)."""
+    return LeadState(
+        lead_id=row["lead_id"],
+        campaign=row["campaign"] or "",
+        campaign_version=campaign_version,
+        campaign_active=campaign_active,
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        phone=row["phone"],
+        email=row["email"],
+        country=row["country"],
+        region=row["region"],
+        timezones=row["timezones"],
+        consent_sms=row["consent_sms"],
+        consent_email=row["consent_email"],
+        sms_opted_out=row["sms_opted_out"],
+        email_opted_out=row["email_opted_out"],
+        enrolled_at=row["enrolled_at"],
+        next_step=row["next_step"],
+        next_at=next_at,
+    )
 
 
 async def catch_up_with_lists(

@@ -559,24 +559,12 @@ def _status(row: asyncpg.Record) -> tuple[Any, str | None]:
 
 
 def _lead_state(row: asyncpg.Record) -> LeadState:
-    return LeadState(
-        lead_id=row["lead_id"],
-        campaign=row["campaign"] or "",
+    # The view only asks which channels are open: version, activity and the
+    # time do not matter to that.
+    return repository.lead_state(
+        row,
         campaign_version=row["campaign_version"] or 0,
         campaign_active=True,
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        phone=row["phone"],
-        email=row["email"],
-        country=row["country"],
-        region=row["region"],
-        timezones=row["timezones"],
-        consent_sms=row["consent_sms"],
-        consent_email=row["consent_email"],
-        sms_opted_out=row["sms_opted_out"],
-        email_opted_out=row["email_opted_out"],
-        enrolled_at=row["enrolled_at"],
-        next_step=row["next_step"],
         next_at=row["next_at"] or row["received_at"],
     )
 
