@@ -19,17 +19,27 @@ import os
 import random
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -1008,6 +1018,39 @@ def checkout() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "an unknown commit"
     return f"commit {head}" + (" with uncommitted changes" if changed else "")
+
+
+BenchT = TypeVar("BenchT")
+
+
+def run_bench(
+    name: str,
+    measure: Callable[[Endpoints, Path], Coroutine[Any, Any, BenchT]],
+    report: Callable[[BenchT, float, str], tuple[str, dict[str, Any]]],
+    json_path: Path | None,
+) -> int:
+    """A bench's ``main``: the stack in a scratch folder, ``measure`` on a
+    uvloop, then ``report(result, seconds, checkout)`` to stdout and
+    ``bench/results/<name>.md``. Ctrl-C or SIGTERM stop everything started."""
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    began = time.monotonic()
+    measured = checkout()  # before the run: the code it loads
+    try:
+        with tempfile.TemporaryDirectory(prefix="redial-bench-") as folder:
+            workdir = Path(folder)
+            with (
+                running_stack(workdir) as endpoints,
+                asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+            ):
+                result = runner.run(measure(endpoints, workdir))
+    except KeyboardInterrupt:
+        print("interrupted; everything started has been stopped", file=sys.stderr)
+        return 130
+    markdown, payload = report(result, time.monotonic() - began, measured)
+    print(markdown)
+    path = write_results(name, markdown, payload, json_path)
+    print(f"\nwritten to {path}", file=sys.stderr)
+    return 0
 
 
 def write_results(

@@ -52,11 +52,8 @@ import math
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -67,7 +64,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client import (
@@ -90,6 +86,7 @@ from bench._common import (
     UniqueLeads,
     amount,
     describe_cpu,
+    end_offsets,
     family,
     histogram_quantile,
     http_request,
@@ -98,11 +95,12 @@ from bench._common import (
     parent_of,
     percentile,
     repetition_lines,
-    running_stack,
+    run_bench,
+    say,
     spread,
     start_healthy,
     tail,
-    write_results,
+    topic_partitions,
 )
 from services.metrics.metrics import PENETRATION
 from services.metrics.service import MetricsService
@@ -502,31 +500,6 @@ def check_events(leads: Sequence[Lead], events: Events) -> None:
 # -- the broker -------------------------------------------------------------
 
 
-async def partitions_of(bootstrap: str) -> list[TopicPartition]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        numbers = consumer.partitions_for_topic(TOPIC) or set()
-        return [TopicPartition(TOPIC, number) for number in sorted(numbers)]
-    finally:
-        await consumer.stop()
-
-
-async def end_offsets(
-    bootstrap: str, partitions: Sequence[TopicPartition]
-) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        offsets: dict[TopicPartition, int] = await consumer.end_offsets(
-            list(partitions)
-        )
-        return offsets
-    finally:
-        await consumer.stop()
-
-
 async def set_group_offsets(
     bootstrap: str, group: str, offsets: dict[TopicPartition, int]
 ) -> None:
@@ -594,7 +567,7 @@ async def publish_backlog(
     """Publish every event of the backlog, acknowledged by the broker as the
     services' producer asks (acks=all) but in larger batches, since nothing
     is timed here; returns what was published and the offsets around it."""
-    partitions = await partitions_of(endpoints.bootstrap)
+    partitions = await topic_partitions(endpoints.bootstrap, TOPIC)
     starts = await end_offsets(endpoints.bootstrap, partitions)
     producer = AIOKafkaProducer(
         bootstrap_servers=endpoints.bootstrap,
@@ -1387,10 +1360,6 @@ class SteadyRun:
 # -- the run ----------------------------------------------------------------
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 async def measure(options: Options, endpoints: Endpoints, folder: Path) -> Bench:
     async with contextlib.AsyncExitStack() as cleanup:
         admin = await connect(
@@ -1398,7 +1367,7 @@ async def measure(options: Options, endpoints: Endpoints, folder: Path) -> Bench
         )
         cleanup.push_async_callback(admin.close)
         committed = Committed(endpoints.bootstrap, GROUP)
-        await committed.start(await partitions_of(endpoints.bootstrap))
+        await committed.start(await topic_partitions(endpoints.bootstrap, TOPIC))
         cleanup.push_async_callback(committed.stop)
         service = Service(endpoints, folder)
         cleanup.callback(service.stop)
@@ -1685,29 +1654,6 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     return notes
 
 
-def _commit() -> str:
-    """The checkout measured: its commit, and whether files differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "an unknown commit"
-    return f"commit {head}" + (" with uncommitted changes" if changed else "")
-
-
 def _behind(v: dict[str, list[float]]) -> str:
     """A warning when the service did not keep up with the steady offer."""
     offered, applied = v.get("offered"), v.get("steady applied")
@@ -1748,26 +1694,12 @@ def _gap(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    # SIGTERM takes the same way out as Ctrl-C, so everything started stops.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    began = time.monotonic()
-    checkout = _commit()  # before the run: the code it loads
-    try:
-        with tempfile.TemporaryDirectory(prefix="redial-bench-") as folder:
-            workdir = Path(folder)
-            with (
-                running_stack(workdir) as endpoints,
-                asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-            ):
-                bench = runner.run(measure(options, endpoints, workdir))
-    except KeyboardInterrupt:
-        print("interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
-    markdown, payload = report(bench, time.monotonic() - began, checkout)
-    print(markdown)
-    path = write_results("metrics", markdown, payload, options.json)
-    print(f"\nwritten to {path}", file=sys.stderr)
-    return 0
+    return run_bench(
+        "metrics",
+        lambda endpoints, workdir: measure(options, endpoints, workdir),
+        report,
+        options.json,
+    )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,8 @@ import itertools
 import math
 import os
 import random
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -80,7 +78,6 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
-import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench._common import (
@@ -94,7 +91,6 @@ from bench._common import (
     Target,
     UniqueLeads,
     amount,
-    checkout,
     create_topic,
     delete_topic,
     describe_cpu,
@@ -106,12 +102,11 @@ from bench._common import (
     parent_of,
     percentile,
     repetition_lines,
-    running_stack,
+    run_bench,
     say,
     spread,
     tail,
     topic_partitions,
-    write_results,
 )
 from services.nurture import repository
 from services.nurture.settings import NurtureSettings
@@ -1254,26 +1249,12 @@ def _ingest_notes(bench: Bench) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    # SIGTERM takes the same way out as Ctrl-C, so everything started stops.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-    began = time.monotonic()
-    measured = checkout()  # before the run: the code it loads
-    try:
-        with tempfile.TemporaryDirectory(prefix="redial-bench-") as folder:
-            workdir = Path(folder)
-            with (
-                running_stack(workdir) as endpoints,
-                asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-            ):
-                bench = runner.run(measure(options, endpoints, workdir))
-    except KeyboardInterrupt:
-        print("interrupted; everything started has been stopped", file=sys.stderr)
-        return 130
-    markdown, payload = report(bench, time.monotonic() - began, measured)
-    print(markdown)
-    path = write_results("nurture", markdown, payload, options.json)
-    print(f"\nwritten to {path}", file=sys.stderr)
-    return 0
+    return run_bench(
+        "nurture",
+        lambda endpoints, workdir: measure(options, endpoints, workdir),
+        report,
+        options.json,
+    )
 
 
 if __name__ == "__main__":
