@@ -28,7 +28,7 @@ SUPPRESSED = Counter(
 LEFT = Counter(
     "redial_nurture_enrolments_ended_total",
     "Leads that left a campaign's sequence, by why: completed, converted,"
-    " opted_out, reinquiry, invalid, dnc, campaign_stopped.",
+    " opted_out, reinquiry, invalid, dnc, campaign_stopped, failed (parked).",
     ["campaign", "reason"],
 )
 SCHEDULER_LAG = Gauge(
