@@ -19,6 +19,7 @@ Three things change nurture's state, each in its own transaction:
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 import uuid
@@ -406,8 +407,7 @@ class NurtureService:
         for ended in listed:
             if ended.campaign:
                 metrics.LEFT.labels(ended.campaign, "dnc").inc()
-        for result, lead in advances:
-            self._count(lead, result)
+        self._count(advances)
         if jobs:
             self._on_jobs()
         return len(claimed)
@@ -482,17 +482,33 @@ class NurtureService:
             data=data,
         )
 
-    def _count(self, lead: LeadState, result: Advance) -> None:
-        campaign = lead.campaign
-        if result.newly_enrolled and result.finish_reason != "campaign_stopped":
-            metrics.ENROLMENTS.labels(campaign).inc()
-        for job, delay in zip(result.jobs, result.delays, strict=True):
-            metrics.JOBS.labels(campaign, job.channel).inc()
-            metrics.JOB_DELAY.observe(delay)
-        for channel, reason in result.suppressed:
-            metrics.SUPPRESSED.labels(campaign, channel, reason).inc()
-        if result.finish_reason is not None:
-            metrics.LEFT.labels(campaign, result.finish_reason).inc()
+    def _count(self, advances: Sequence[tuple[Advance, LeadState]]) -> None:
+        """Count a pass's outcomes: summed per label set first, since a pass
+        of a thousand leads would otherwise look up a labelled child per job."""
+        enrolled: collections.Counter[str] = collections.Counter()
+        jobs: collections.Counter[tuple[str, str]] = collections.Counter()
+        suppressed: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        left: collections.Counter[tuple[str, str]] = collections.Counter()
+        for result, lead in advances:
+            campaign = lead.campaign
+            if result.newly_enrolled and result.finish_reason != "campaign_stopped":
+                enrolled[campaign] += 1
+            for job in result.jobs:
+                jobs[campaign, job.channel] += 1
+            for channel, reason in result.suppressed:
+                suppressed[campaign, channel, reason] += 1
+            if result.finish_reason is not None:
+                left[campaign, result.finish_reason] += 1
+            for delay in result.delays:
+                metrics.JOB_DELAY.observe(delay)
+        for campaign, count in enrolled.items():
+            metrics.ENROLMENTS.labels(campaign).inc(count)
+        for labels, count in jobs.items():
+            metrics.JOBS.labels(*labels).inc(count)
+        for triple, count in suppressed.items():
+            metrics.SUPPRESSED.labels(*triple).inc(count)
+        for pair, count in left.items():
+            metrics.LEFT.labels(*pair).inc(count)
 
     # --- reads ----------------------------------------------------------------------
 
