@@ -81,6 +81,7 @@ from bench._common import (
     Figure,
     HttpConnection,
     RequestFailed,
+    RestartableService,
     Samples,
     Target,
     UniqueLeads,
@@ -98,7 +99,6 @@ from bench._common import (
     run_bench,
     say,
     spread,
-    start_healthy,
     tail,
     topic_partitions,
 )
@@ -117,7 +117,6 @@ from shared.events import (
     new_event,
 )
 from shared.kafka import make_producer
-from shared.launcher.stack import ServiceProcess, free_port
 from shared.settings import LEAD_EVENTS_TOPIC
 
 SCHEMA = "metrics"
@@ -678,67 +677,13 @@ class StealingCpuProbe(CpuProbe):
         return shares
 
 
-class Service:
-    """The metrics service as its own uvicorn process, started and stopped
-    between drains."""
-
-    def __init__(self, endpoints: Endpoints, folder: Path) -> None:
-        self._env = endpoints.service_env()
-        self._folder = folder
-        self.process: ServiceProcess | None = None
-        self.log_path = folder / "metrics.log"
-        self.starts = 0
-
-    def start(self) -> ServiceProcess:
-        self.starts += 1
-        self.log_path = self._folder / f"metrics-{self.starts}.log"
-        service = ServiceProcess(SERVICE, free_port(), self._env, self.log_path)
-        self.process = service
-        start_healthy(service, self.log_path)
-        return service
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        assert self.process.process is not None
-        return self.process.process.pid
-
-    @property
-    def port(self) -> int:
-        assert self.process is not None
-        return self.process.port
-
-    def warnings(self) -> dict[str, int]:
-        """What the service's logs so far complained of, by log message."""
-        found: dict[str, int] = {}
-        for number in range(1, self.starts + 1):
-            path = self._folder / f"metrics-{number}.log"
-            with contextlib.suppress(OSError):
-                for line in path.read_text(errors="replace").splitlines():
-                    for pattern in _COMPLAINTS:
-                        if pattern in line:
-                            found[pattern] = found.get(pattern, 0) + 1
-        return found
-
-    def check_alive(self) -> None:
-        process = self.process.process if self.process else None
-        if process is None or process.poll() is not None:
-            code = process.returncode if process else None
-            raise RuntimeError(f"metrics exited with {code}\n{tail(self.log_path)}")
-
-
 @dataclass
 class Bench:
     options: Options
     endpoints: Endpoints
     admin: asyncpg.Connection
     committed: Committed
-    service: Service
+    service: RestartableService
     postmaster: int
     leads: list[Lead]
     events: Events
@@ -1369,7 +1314,7 @@ async def measure(options: Options, endpoints: Endpoints, folder: Path) -> Bench
         committed = Committed(endpoints.bootstrap, GROUP)
         await committed.start(await topic_partitions(endpoints.bootstrap, TOPIC))
         cleanup.push_async_callback(committed.stop)
-        service = Service(endpoints, folder)
+        service = RestartableService(SERVICE, endpoints.service_env(), folder)
         cleanup.callback(service.stop)
         rng = random.Random(20261203)
         now = time.time()
@@ -1403,7 +1348,7 @@ async def measure(options: Options, endpoints: Endpoints, folder: Path) -> Bench
         await bench.steady()
         await bench.scrapes()
         service.check_alive()
-        bench.facts["service warnings"] = service.warnings()
+        bench.facts["service warnings"] = service.complaints(_COMPLAINTS)
         return bench
     raise AssertionError("unreachable")
 
