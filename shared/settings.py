@@ -9,6 +9,7 @@ prefix (``INTAKE_DEFAULT_REGION``). Settings are built once at start.
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Self
 
 from pydantic import AliasChoices, Field, model_validator
@@ -83,6 +84,14 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, validation_alias=_shared("REDIAL_MAX_BODY_BYTES")
     )
+    #: End-to-end tests only: read the time from this shared clock file
+    #: (:class:`shared.clock.SharedClock`) instead of the system clock, so a
+    #: test can move every service's time at once. Honoured only when
+    #: ``REDIAL_ENVIRONMENT`` is ``test``; any other environment refuses to
+    #: start with it set, so a stray variable cannot freeze production time.
+    test_clock_file: Path | None = Field(
+        None, validation_alias=_shared("REDIAL_TEST_CLOCK_FILE")
+    )
 
     #: The schema this service owns; set by each subclass.
     service_name: str = "service"
@@ -91,6 +100,16 @@ class ServiceSettings(BaseSettings):
     def db_schema(self) -> str:
         """The PostgreSQL schema this service owns."""
         return self.service_name
+
+    @model_validator(mode="after")
+    def _test_clock_only_in_tests(self) -> Self:
+        if self.test_clock_file is not None and self.environment != Environment.TEST:
+            raise ValueError(
+                "REDIAL_TEST_CLOCK_FILE is set but REDIAL_ENVIRONMENT is "
+                f"{self.environment.value!r}: the shared test clock stops "
+                "real time and is accepted only with REDIAL_ENVIRONMENT=test"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Self:

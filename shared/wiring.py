@@ -11,6 +11,7 @@ what is really theirs.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, FastAPI
 
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock, SharedClock, SystemClock
 from shared.consumer import BatchHandler, EventConsumer
 from shared.db import create_pool
 from shared.http import Runtime, build_app, running
@@ -27,6 +28,8 @@ from shared.logging import configure
 from shared.migrations import migrate_service
 from shared.outbox import OutboxRelay
 from shared.settings import LEAD_EVENTS_TOPIC, ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 #: Builds the service once the runtime exists; runs inside the lifespan.
 Start = Callable[[FastAPI, Runtime], Awaitable[None]]
@@ -53,9 +56,14 @@ def app_factory(
         configure_logging: bool = True,
     ) -> FastAPI:
         chosen = settings or settings_type()
-        running_clock = clock or SystemClock()
+        running_clock = clock or clock_for(chosen)
 
         async def started(app: FastAPI, runtime: Runtime) -> None:
+            if isinstance(running_clock, SharedClock):
+                logger.warning(
+                    "clock.shared path=%s: time comes from a test clock file",
+                    running_clock.path,
+                )
             await start(app, runtime, chosen, running_clock)
 
         app = service_app(
@@ -69,6 +77,14 @@ def app_factory(
         return app
 
     return create_app
+
+
+def clock_for(settings: ServiceSettings) -> Clock:
+    """The system clock, or the end-to-end tests' shared clock where the
+    settings name one (they refuse that outside the test environment)."""
+    if settings.test_clock_file is None:
+        return SystemClock()
+    return SharedClock(settings.test_clock_file)
 
 
 def service_app(

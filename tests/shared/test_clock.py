@@ -1,13 +1,20 @@
-"""The project's clocks: the manual one tests move, and the real one."""
+"""The project's clocks: the manual one tests move, the shared one the
+end-to-end tests move across processes, and the real one."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
-from shared.clock import Clock, ManualClock, SystemClock
+from shared.clock import Clock, ManualClock, SharedClock, SystemClock
+from shared.settings import ServiceSettings
+from shared.wiring import clock_for
 
 START = dt.datetime(2026, 1, 5, 15, 0, tzinfo=dt.UTC)
 
@@ -146,3 +153,67 @@ def test_manual_clock_is_a_clock() -> None:
     clock: Clock = ManualClock(START)
 
     assert clock.now() == START
+
+
+# -- the shared clock of the end-to-end tests --------------------------------
+
+
+def test_shared_clock_moves_every_reader(tmp_path: Path) -> None:
+    start = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    writer = SharedClock.create(tmp_path / "clock", start)
+    reader = SharedClock(tmp_path / "clock")
+    assert reader.now() == start
+    before = reader.monotonic()
+
+    writer.advance(dt.timedelta(days=30, microseconds=5))
+
+    assert reader.now() == start + dt.timedelta(days=30, microseconds=5)
+    assert reader.monotonic() - before == pytest.approx(30 * 86_400, abs=1e-5)
+
+
+def test_shared_clock_is_read_by_another_process(tmp_path: Path) -> None:
+    writer = SharedClock.create(tmp_path / "clock")
+    writer.set(dt.datetime(2027, 1, 1, 9, 30, tzinfo=dt.UTC))
+    program = (
+        "import sys; from pathlib import Path; from shared.clock import SharedClock;"
+        "print(SharedClock(Path(sys.argv[1])).now().isoformat())"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path / "clock")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert printed == "2027-01-01T09:30:00+00:00"
+
+
+def test_shared_clock_reader_cannot_move_time(tmp_path: Path) -> None:
+    SharedClock.create(tmp_path / "clock")
+    with pytest.raises(PermissionError):
+        SharedClock(tmp_path / "clock").advance(1)
+
+
+def test_shared_clock_refuses_going_back_and_foreign_files(tmp_path: Path) -> None:
+    writer = SharedClock.create(tmp_path / "clock")
+    with pytest.raises(ValueError, match="only moves forward"):
+        writer.set(writer.now() - dt.timedelta(seconds=1))
+    (tmp_path / "other").write_bytes(b"\0" * 24)
+    with pytest.raises(ValueError, match="not a Redial test clock file"):
+        SharedClock(tmp_path / "other")
+
+
+@pytest.mark.parametrize("environment", ["production", "development"])
+def test_test_clock_file_is_refused_outside_tests(
+    tmp_path: Path, environment: str
+) -> None:
+    with pytest.raises(ValidationError, match="REDIAL_TEST_CLOCK_FILE is set"):
+        ServiceSettings(environment=environment, test_clock_file=tmp_path / "clock")
+
+
+def test_services_read_the_shared_clock_only_when_told(tmp_path: Path) -> None:
+    writer = SharedClock.create(tmp_path / "clock")
+    told = ServiceSettings(environment="test", test_clock_file=tmp_path / "clock")
+    clock = clock_for(told)
+    assert isinstance(clock, SharedClock)
+    assert clock.now() == writer.now()
+    assert isinstance(clock_for(ServiceSettings(environment="test")), SystemClock)
