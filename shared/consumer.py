@@ -33,7 +33,12 @@ from shared.errors import EventError
 from shared.events import Envelope, UnknownEventType, decode_if
 from shared.kafka import LazyProducer
 from shared.logging import event_context
-from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from shared.metrics import (
+    CONSUMER_LAG,
+    CONSUMER_PARTITIONS,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTERED,
+)
 from shared.retry import Backoff
 from shared.settings import dlq_topic
 
@@ -116,6 +121,7 @@ class EventConsumer:
                 timeout_ms=500, max_records=self._max_records
             )
             self.assignment = frozenset(consumer.assignment())
+            CONSUMER_PARTITIONS.labels(self.name).set(len(self.assignment))
             for partition, messages in batches.items():
                 try:
                     await self._process(messages)
@@ -287,6 +293,7 @@ class EventConsumer:
         self._consumer = None
         await self._dead_letters.discard()
         self.assignment = frozenset()
+        CONSUMER_PARTITIONS.labels(self.name).set(0)
 
 
 def _first_of_each(

@@ -67,6 +67,12 @@ EVENTS_DEAD_LETTERED = Counter(
     "Events a consumer could not process and sent to the dead-letter topic.",
     ["consumer"],
 )
+CONSUMER_PARTITIONS = Gauge(
+    "redial_consumer_partitions_assigned",
+    "Partitions the broker has given this copy's consumer; copies of a service"
+    " split a topic's partitions between them.",
+    ["consumer"],
+)
 CONSUMER_LAG = Gauge(
     "redial_consumer_lag_messages",
     "Messages on the consumer's assigned partitions it has not processed yet.",

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -298,3 +299,57 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Fleet:
+    """Copies of services, each its own uvicorn process, sharing one database
+    and one broker: what ``make run`` starts (one copy each) and what the
+    end-to-end tests scale out (several copies, some killed and restarted).
+
+    ``ports`` names, per service, the port of each copy; every copy gets the
+    same ``env``; copy ``i`` of ``queue`` logs to ``log_dir/queue-i.log``.
+    """
+
+    def __init__(
+        self,
+        ports: dict[str, list[int]],
+        env: dict[str, str],
+        log_dir: Path | None = None,
+    ) -> None:
+        self.copies: dict[str, list[ServiceProcess]] = {
+            name: [
+                ServiceProcess(
+                    name,
+                    port,
+                    env,
+                    log_path=None if log_dir is None else log_dir / f"{name}-{i}.log",
+                )
+                for i, port in enumerate(service_ports)
+            ]
+            for name, service_ports in ports.items()
+        }
+
+    def __iter__(self) -> Iterator[ServiceProcess]:
+        for copies in self.copies.values():
+            yield from copies
+
+    def urls(self, name: str) -> list[str]:
+        return [copy.url for copy in self.copies[name]]
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start every copy at once, then wait until each answers ready."""
+        for service in self:
+            service.start()
+        for service in self:
+            service.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for service in reversed(list(self)):
+            service.stop()

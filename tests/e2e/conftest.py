@@ -1,0 +1,254 @@
+"""The whole system as a user runs it: every service its own uvicorn process,
+started by the launcher's :class:`Fleet`, one embedded PostgreSQL database and
+one broker of the test's own, and one :class:`SharedClock` that the test moves
+for every process at once.
+
+The services run with ``REDIAL_ENVIRONMENT=test`` and
+``REDIAL_TEST_CLOCK_FILE``; their background loops tick every 0.1 s, so a
+moved clock takes effect within a tick, and the tests wait for the effect
+(polling with a deadline), never for a length of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.intake.auth import SIGNATURE_HEADER, sign
+from shared.clock import SharedClock
+from shared.launcher.stack import Broker, Fleet, ServiceProcess, free_port, prepare
+from shared.settings import LEAD_EVENTS_TOPIC, NURTURE_JOBS_TOPIC
+from tests.kafka_reader import read_until
+
+T = TypeVar("T")
+
+#: Monday 09:00 in Honolulu, 14:00 in New York: every US zone is inside its
+#: calling hours for the rest of the working day.
+START = dt.datetime(2026, 1, 5, 19, 0, tzinfo=dt.UTC)
+PARTITIONS = 3
+SERVICES = ("intake", "queue", "metrics", "nurture")
+
+
+@dataclass
+class System:
+    """A running system and the test's handles on it."""
+
+    clock: SharedClock
+    fleet: Fleet
+    bootstrap: str
+    database_url: str
+    logs: Path
+    http: httpx.AsyncClient
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def url(self, service: str, copy: int = 0) -> str:
+        return self.fleet.copies[service][copy].url
+
+    def copy(self, service: str, index: int) -> ServiceProcess:
+        return self.fleet.copies[service][index]
+
+    # -- talking to the services -------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        copy: int = 0,
+        expect: Iterable[int] = (200, 201),
+        **kwargs: Any,
+    ) -> httpx.Response:
+        answer = await self.http.request(
+            method, f"{self.url(service, copy)}{path}", **kwargs
+        )
+        assert answer.status_code in tuple(expect), (
+            f"{method} {service}{path}: {answer.status_code} {answer.text}"
+        )
+        return answer
+
+    def add_source(self, name: str, mapping: str = "hubspot") -> None:
+        """A CRM source whose webhook payloads ``mapping`` reads, made with
+        intake's CLI."""
+        secret = f"whsec_{uuid.uuid4().hex}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.intake.cli",
+                "source",
+                name,
+                "--mapping",
+                mapping,
+                "--api-key",
+                f"rdl_{uuid.uuid4().hex}",
+                "--webhook-secret",
+                secret,
+            ],
+            env={**os.environ, "DATABASE_URL": self.database_url},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.secrets[name] = secret
+
+    async def crm_posts(
+        self, source: str, contacts: list[dict[str, Any]], *, copy: int = 0
+    ) -> list[str]:
+        """The CRM's signed webhook carrying ``contacts``; the new lead ids."""
+        body = json.dumps(contacts).encode()
+        timestamp = int(self.clock.now().timestamp())
+        answer = await self.call(
+            "POST",
+            "intake",
+            f"/v1/webhooks/{source}",
+            copy=copy,
+            expect=(202,),
+            content=body,
+            headers={
+                SIGNATURE_HEADER: sign(self.secrets[source], timestamp, body),
+                "Content-Type": "application/json",
+            },
+        )
+        results = answer.json()["results"]
+        assert all(result["status"] == "accepted" for result in results), results
+        return [result["lead_id"] for result in results]
+
+    async def scrape(self, service: str, copy: int = 0) -> dict[str, float]:
+        """``/metrics`` of one copy as ``{'name{label="v"}': value}``."""
+        answer = await self.call("GET", service, "/metrics", copy=copy)
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                labels = ",".join(
+                    f'{k}="{v}"' for k, v in sorted(sample.labels.items())
+                )
+                samples[f"{sample.name}{{{labels}}}"] = sample.value
+        return samples
+
+    # -- what reached the topics -------------------------------------------
+
+    async def events(self, count: int, *types: str) -> list[dict[str, Any]]:
+        """``lead-events`` of the given types, read until ``count`` are there
+        and then a little more, so an extra copy would be seen too."""
+        return await self._read(LEAD_EVENTS_TOPIC, count, set(types))
+
+    async def nurture_jobs(self, count: int) -> list[dict[str, Any]]:
+        return await self._read(NURTURE_JOBS_TOPIC, count, None)
+
+    async def _read(
+        self, topic: str, count: int, types: set[str] | None
+    ) -> list[dict[str, Any]]:
+        def wanted(record: Any) -> bool:
+            return types is None or json.loads(record.value)["type"] in types
+
+        records = await read_until(
+            self.bootstrap,
+            topic,
+            lambda kept: len(kept) >= count,
+            keep=wanted,
+            timeout=60,
+        )
+        assert len(records) >= count, f"{len(records)} of {count} on {topic}"
+        # Whatever arrives after the last expected record is a duplicate: give
+        # the producers a moment and read the topic again, to the end.
+        again = await read_until(
+            self.bootstrap, topic, lambda kept: False, keep=wanted, timeout=3
+        )
+        return [json.loads(record.value) for record in again]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 60, what: str = ""
+) -> T:
+    """Poll ``check`` until it returns something other than None."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await check()
+            if result is not None:
+                return result
+            await asyncio.sleep(0.1)
+    raise AssertionError(what)  # pragma: no cover - the timeout raises first
+
+
+def service_env(database_url: str, bootstrap: str, clock_file: Path) -> dict[str, str]:
+    """What every service process is started with."""
+    return {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIAL_ENVIRONMENT": "test",
+        "REDIAL_TEST_CLOCK_FILE": str(clock_file),
+        "REDIAL_TOPIC_PARTITIONS": str(PARTITIONS),
+        "REDIAL_OUTBOX_POLL_SECONDS": "0.05",
+        "REDIAL_LOG_FORMAT": "text",
+        "DATABASE_POOL_MIN": "1",
+        "DATABASE_POOL_MAX": "4",
+        "QUEUE_SCHEDULER_INLINE": "true",
+        "QUEUE_TICK_SECONDS": "0.1",
+        "METRICS_TICK_SECONDS": "0.1",
+        "NURTURE_TICK_SECONDS": "0.1",
+        # Time stands still between moves, so the published rows the purge
+        # keeps would otherwise vanish at the 30-day jump: keep them all.
+        "REDIAL_OUTBOX_RETENTION_SECONDS": str(400 * 86_400),
+    }
+
+
+LaunchSystem = Callable[..., contextlib.AbstractAsyncContextManager[System]]
+
+
+@pytest.fixture
+def launch_system(
+    scratch_database: str, own_broker: Broker, tmp_path: Path
+) -> LaunchSystem:
+    """``async with launch_system(copies=2) as system``: the whole system."""
+
+    @contextlib.asynccontextmanager
+    async def launch(copies: int = 1) -> AsyncIterator[System]:
+        await prepare(scratch_database, own_broker.bootstrap, partitions=PARTITIONS)
+        clock = SharedClock.create(tmp_path / "clock", START)
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        fleet = Fleet(
+            {name: [free_port() for _ in range(copies)] for name in SERVICES},
+            service_env(scratch_database, own_broker.bootstrap, clock.path),
+            log_dir=logs,
+        )
+        try:
+            fleet.start()
+            async with httpx.AsyncClient(timeout=30) as http:
+                yield System(
+                    clock=clock,
+                    fleet=fleet,
+                    bootstrap=own_broker.bootstrap,
+                    database_url=scratch_database,
+                    logs=logs,
+                    http=http,
+                )
+        except BaseException:
+            _print_logs(logs)
+            raise
+        finally:
+            fleet.stop()
+            clock.close()
+
+    return launch
+
+
+def _print_logs(logs: Path) -> None:
+    """The services' last words, for a failed test's report."""
+    for log in sorted(logs.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-40:]
+        print(f"--- {log.name}", *lines, sep="\n")
