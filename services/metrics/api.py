@@ -6,7 +6,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
+from services.metrics.page import REFRESH_SECONDS, STATIC, ManagerPage
 from services.metrics.planner import PlanRequest, PlanResult, plan_targets
 from services.metrics.schemas import CohortGroupBy, GroupBy
 from services.metrics.service import MetricsService
@@ -99,3 +102,29 @@ async def plan(body: PlanRequest) -> PlanResult:
     """What call target a team can sustain, and the penetration a proposed
     target would reach."""
     return plan_targets(body)
+
+
+page_router = APIRouter(tags=["page"])
+
+
+@page_router.get("/", response_class=HTMLResponse, responses=_ERRORS)
+async def manager_page(
+    request: Request,
+    refresh: Annotated[
+        int, Query(ge=0, le=3600, description="Seconds between refreshes; 0: none")
+    ] = REFRESH_SECONDS,
+) -> HTMLResponse:
+    """The sales manager's page: penetration by pool and source, today's
+    below-target leads, speed to lead, the attempt at conversion, and the
+    queue's agents and depth. Every figure is one of this API's answers."""
+    page: ManagerPage = request.app.state.page
+    return HTMLResponse(
+        await page.render(refresh), headers={"Cache-Control": "no-store"}
+    )
+
+
+#: What the service serves: the API, the manager's page and the page's files.
+routes = APIRouter()
+routes.include_router(router)
+routes.include_router(page_router)
+routes.mount("/static", StaticFiles(directory=STATIC), name="static")

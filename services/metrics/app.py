@@ -10,7 +10,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.metrics.api import router
+from services.metrics.api import routes
+from services.metrics.floor import QueueFloor
+from services.metrics.page import ManagerPage
 from services.metrics.service import MetricsService
 from services.metrics.settings import MetricsSettings
 from shared.clock import Clock
@@ -64,6 +66,12 @@ async def _start(
     )
     app.state.metrics = service
     app.state.consumer = consumer
+    app.state.page = ManagerPage(
+        service=service,
+        floor=QueueFloor(settings.queue_url, settings.queue_timeout_seconds),
+        clock=clock,
+        zone=settings.zone,
+    )
     # The service publishes nothing, so it has no outbox relay to run.
     runtime.spawn("consumer", consumer.run())
     runtime.readiness["consumer"] = lambda: (
@@ -80,6 +88,6 @@ async def _start(
 create_app = app_factory(
     service="metrics",
     settings_type=MetricsSettings,
-    router=router,
+    router=routes,
     start=_start,
 )

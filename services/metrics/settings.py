@@ -38,6 +38,12 @@ class MetricsSettings(ServiceSettings):
     fast_call_seconds: float = Field(300, gt=0)
     #: An agent with a call in this span counts as active.
     active_agent_seconds: float = Field(900, gt=0)
+    #: The queue service, whose floor (agents by status, pool depth) the
+    #: manager's page shows. Read server-side at each render of the page.
+    queue_url: str = "http://127.0.0.1:8002"
+    #: How long a render waits for the queue before showing the page without
+    #: its floor: short, so a queue that hangs cannot hold the page up.
+    queue_timeout_seconds: float = Field(2.0, gt=0, le=30)
 
     @field_validator("business_timezone")
     @classmethod
@@ -47,6 +53,13 @@ class MetricsSettings(ServiceSettings):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError(f"unknown time zone {value!r}") from error
         return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, not {value!r}")
+        return value.rstrip("/")
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:

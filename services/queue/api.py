@@ -63,6 +63,13 @@ async def pool_stats(request: Request, pool: PoolName) -> dict[str, Any]:
     return await _service(request).pool_stats(pool)
 
 
+@router.get("/floor")
+async def floor(request: Request) -> dict[str, Any]:
+    """Agents by status, and every pool's queued, due-now and leased leads
+    with the agents drawing from it: what a floor manager watches."""
+    return await _service(request).floor()
+
+
 @router.put("/routing", responses=_errors(422))
 async def put_routing(request: Request, routing: Routing) -> dict[str, Any]:
     """Replace the routing table: (source, campaign) → pool, and the default."""

@@ -1007,6 +1007,45 @@ async def depth_by_pool(
     )
 
 
+async def live_depth_by_pool(
+    connection: Connection, now: dt.datetime
+) -> list[asyncpg.Record]:
+    """Queued, due-now and leased leads per pool, counted as ``pool_stats``
+    counts them but over live leads only. Each arm of the OR is the predicate
+    of a partial index (leads_window_closes, leads_lease_expiry), so the
+    planner can read live leads through a BitmapOr of the two and leave the
+    finished ones, the bulk of the table once it has run a while, unread."""
+    return await connection.fetch(
+        """
+        SELECT pool,
+               count(*) FILTER (WHERE state IN ('waiting', 'ready')) AS queued,
+               count(*) FILTER (WHERE state = 'ready' AND closes_at > $1) AS due_now,
+               count(*) FILTER (WHERE state = 'leased') AS leased
+        FROM leads
+        WHERE state IN ('waiting', 'ready') OR state = 'leased'
+        GROUP BY pool
+        """,
+        now,
+    )
+
+
+async def agents_by_status(connection: Connection) -> list[asyncpg.Record]:
+    """Agents per status, overall (``pool`` NULL) and per pool they draw from;
+    an agent of two pools counts once overall and once in each pool."""
+    return await connection.fetch(
+        """
+        SELECT NULL::text AS pool, status, count(*) AS agents
+        FROM agents GROUP BY status
+        UNION ALL
+        SELECT pool, status, count(*) AS agents
+        -- DISTINCT: an agent put in the same pool twice is one agent there.
+        FROM (SELECT DISTINCT agent_id, status, unnest(pools) AS pool
+              FROM agents) AS membership
+        GROUP BY pool, status
+        """
+    )
+
+
 async def history(
     connection: Connection, lead_id: uuid.UUID
 ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:

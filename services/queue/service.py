@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import phonenumbers
@@ -49,6 +49,7 @@ from services.queue.scheduling import (
 )
 from services.queue.schemas import (
     AgentIn,
+    AgentStatus,
     ExternalCallIn,
     OutcomeIn,
     PoolRules,
@@ -307,13 +308,59 @@ class QueueService:
         for row in rows:
             by_state[row["state"]] += row["leads"]
             by_source.setdefault(row["source"], {})[row["state"]] = row["leads"]
+        depth = _depth(
+            queued=by_state["waiting"] + by_state["ready"],
+            due_now=sum(row["due_now"] for row in rows),
+            leased=by_state["leased"],
+        )
         return {
             "pool": name,
-            "queued": by_state["waiting"] + by_state["ready"],
-            "due_now": sum(row["due_now"] for row in rows),
-            "leased": by_state["leased"],
+            **depth,
             "by_state": by_state,
             "by_source": by_source,
+            "at": now,
+        }
+
+    async def floor(self) -> dict[str, Any]:
+        """The call floor at a glance: agents by status, and every pool's
+        queued, due-now and leased leads (as ``pool_stats`` counts them) with
+        the agents drawing from it. One snapshot, so the figures add up."""
+        now = self._clock.now()
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            pools = await repository.pools(connection)
+            depth = await repository.live_depth_by_pool(connection, now)
+            agents = await repository.agents_by_status(connection)
+        live = {
+            row["pool"]: _depth(
+                queued=row["queued"], due_now=row["due_now"], leased=row["leased"]
+            )
+            for row in depth
+        }
+        by_pool: dict[str | None, dict[str, int]] = {}
+        for row in agents:
+            statuses = by_pool.setdefault(row["pool"], dict.fromkeys(AGENT_STATUSES, 0))
+            statuses[row["status"]] = row["agents"]
+        nobody = dict.fromkeys(AGENT_STATUSES, 0)
+        # Every lead's pool is a row of pools (a foreign key), so this lists all.
+        floor_pools = [
+            {
+                "pool": row["name"],
+                **live.get(row["name"], _depth(queued=0, due_now=0, leased=0)),
+                "agents": by_pool.get(row["name"], nobody),
+            }
+            for row in pools
+        ]
+        return {
+            "agents": by_pool.get(None, nobody),
+            **_depth(
+                queued=sum(entry["queued"] for entry in floor_pools),
+                due_now=sum(entry["due_now"] for entry in floor_pools),
+                leased=sum(entry["leased"] for entry in floor_pools),
+            ),
+            "pools": floor_pools,
             "at": now,
         }
 
@@ -1622,6 +1669,16 @@ def _e164(number: str, field_name: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise _invalid(field_name, f"{number!r} is not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+#: Every status an agent can be in, in the order the floor lists them.
+AGENT_STATUSES: tuple[AgentStatus, ...] = get_args(AgentStatus)
+
+
+def _depth(*, queued: int, due_now: int, leased: int) -> dict[str, int]:
+    """A pool's depth as the stats and the floor both report it: queued is
+    waiting + ready, due now the ready leads whose calling window is open."""
+    return {"queued": queued, "due_now": due_now, "leased": leased}
 
 
 def _pool_out(row: asyncpg.Record) -> dict[str, Any]:
