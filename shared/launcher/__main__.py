@@ -9,6 +9,12 @@ URLs and waits; Ctrl-C stops everything it started.
 and ``REDIAL_PORT_OFFSET`` (added to the service ports 8001-8004) let a second
 stack run beside a first, as the launcher's own test does.
 
+While the stack is up, ``<data dir>/stack.json`` says where it is: the
+launcher's pid, each service's URL, ``DATABASE_URL``, the Kafka bootstrap
+servers and the ``demo`` source's API key and webhook secret (readable by the
+owner only). Tools such as ``make demo`` find the stack through it. It is
+written once every service is ready and removed before anything stops.
+
 ``tail [TOPIC] [--follow]`` prints a topic's records from the start, one JSON
 document per line (``KAFKA_BOOTSTRAP_SERVERS``, default 127.0.0.1:9092).
 
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import secrets
@@ -30,10 +38,12 @@ import sys
 import time
 from pathlib import Path
 
+from shared.clock import SystemClock
 from shared.kafka import read_from_start
 from shared.launcher.stack import (
     SERVICE_PORTS,
     Broker,
+    Fleet,
     PortInUse,
     Postgres,
     ServiceProcess,
@@ -48,6 +58,9 @@ from shared.settings import LEAD_EVENTS_TOPIC, ServiceSettings
 logger = logging.getLogger("shared.launcher")
 
 DATABASE_NAME = "redial"
+#: Where a running stack describes itself, inside its data folder.
+STACK_FILE = "stack.json"
+DEV_WEBHOOK_SECRET = "whsec_demo_local_only"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +115,9 @@ async def _tail(bootstrap: str, topic: str, *, follow: bool) -> None:
 def _run(data_dir: Path) -> int:
     started_postgres: Postgres | None = None
     broker: Broker | None = None
+    fleet: Fleet | None = None
     services: list[ServiceProcess] = []
+    stack_file: Path | None = None
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         database_url = os.environ.get("DATABASE_URL")
@@ -120,25 +135,35 @@ def _run(data_dir: Path) -> int:
         partitions = ServiceSettings().topic_partitions
         asyncio.run(prepare(database_url, bootstrap, partitions=partitions))
 
+        # An offset moves every service port, for a second stack beside a first.
+        offset = int(os.environ.get("REDIAL_PORT_OFFSET", "0"))
+        ports = {name: SERVICE_PORTS[name] + offset for name in existing_services()}
         env = {
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "REDIAL_ENVIRONMENT": "development",
         }
-        # An offset moves every service port, for a second stack beside a first.
-        offset = int(os.environ.get("REDIAL_PORT_OFFSET", "0"))
-        for name in existing_services():
-            service = ServiceProcess(name, SERVICE_PORTS[name] + offset, env)
-            service.start()
-            services.append(service)
-        for service in services:
-            service.wait_healthy()
-        api_key = _provision_demo_source(env)
+        if "queue" in ports:
+            # The manager's page (metrics) shows the queue's agents and depth.
+            env["METRICS_QUEUE_URL"] = os.environ.get(
+                "METRICS_QUEUE_URL", f"http://127.0.0.1:{ports['queue']}"
+            )
+        fleet = Fleet({name: [port] for name, port in ports.items()}, env)
+        services = list(fleet)
+        fleet.start()
+        api_key, webhook_secret = _provision_demo_source(env)
+        stack_file = _write_stack_file(
+            data_dir, services, database_url, bootstrap, api_key, webhook_secret
+        )
         _print_welcome(services, database_url, bootstrap, api_key)
         _wait_for_interrupt(services)
     finally:
-        for service in reversed(services):
-            service.stop()
+        # First, so nothing finds a stack that is going away.
+        if stack_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                stack_file.unlink()
+        if fleet is not None:
+            fleet.stop()
         if broker is not None:
             broker.stop()
         if started_postgres is not None:
@@ -147,11 +172,15 @@ def _run(data_dir: Path) -> int:
     return 0
 
 
-def _provision_demo_source(env: dict[str, str]) -> str:
-    """The ``demo`` source exists only in the embedded stack, for trying the API."""
+def _provision_demo_source(env: dict[str, str]) -> tuple[str, str]:
+    """The ``demo`` source exists only in the embedded stack, for trying the API.
+
+    Returns its API key and webhook secret.
+    """
     api_key = (
         os.environ.get("REDIAL_DEV_API_KEY") or f"rdl_demo_{secrets.token_urlsafe(24)}"
     )
+    webhook_secret = os.environ.get("REDIAL_DEV_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
     subprocess.run(
         [
             sys.executable,
@@ -162,13 +191,47 @@ def _provision_demo_source(env: dict[str, str]) -> str:
             "--api-key",
             api_key,
             "--webhook-secret",
-            os.environ.get("REDIAL_DEV_WEBHOOK_SECRET", "whsec_demo_local_only"),
+            webhook_secret,
         ],
         env={**os.environ, **env},
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    return api_key
+    return api_key, webhook_secret
+
+
+def _write_stack_file(
+    data_dir: Path,
+    services: list[ServiceProcess],
+    database_url: str,
+    bootstrap: str,
+    api_key: str,
+    webhook_secret: str,
+) -> Path:
+    """Describe the running stack in ``<data dir>/stack.json``, atomically.
+
+    It holds credentials, so it is created readable by its owner only.
+    """
+    document = {
+        "pid": os.getpid(),
+        "started_at": SystemClock().now().isoformat(),
+        "services": {service.name: service.url for service in services},
+        "database_url": database_url,
+        "kafka_bootstrap_servers": bootstrap,
+        "demo_source": {
+            "name": "demo",
+            "api_key": api_key,
+            "webhook_secret": webhook_secret,
+        },
+    }
+    path = data_dir / STACK_FILE
+    partial = path.with_name(f".{STACK_FILE}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
+    os.replace(partial, path)
+    return path
 
 
 def _print_welcome(

@@ -303,10 +303,6 @@ class ServiceProcess:
             self._log.close()
             self._log = None
 
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
 
 class Fleet:
     """Copies of services, each its own uvicorn process, sharing one database
