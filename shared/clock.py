@@ -110,12 +110,17 @@ class SharedClock:
 
     @classmethod
     def create(cls, path: Path, start: dt.datetime | None = None) -> SharedClock:
-        """Write a new clock file at ``start`` and return its writer."""
+        """Write a new clock file at ``start`` and return its writer.
+
+        An existing file is refused (``FileExistsError``): processes may have
+        it mapped, and rewriting it truncates it first, which kills a reader
+        touching the mapping then with SIGBUS."""
         start = start or dt.datetime(2026, 1, 5, 15, 0, tzinfo=dt.UTC)
         if start.tzinfo is None:
             raise ValueError("SharedClock needs a timezone-aware start time")
         micros = _micros(start)
-        path.write_bytes(cls._LAYOUT.pack(cls.MARKER, micros, micros))
+        with open(path, "xb") as handle:
+            handle.write(cls._LAYOUT.pack(cls.MARKER, micros, micros))
         return cls(path, writable=True)
 
     def _now_us(self) -> int:

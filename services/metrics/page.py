@@ -307,8 +307,11 @@ def render(reports: Reports, refresh_seconds: int = REFRESH_SECONDS) -> str:
     refresh_note = (
         f"Refreshes every {refresh_seconds} s." if refresh_seconds else "No refresh."
     )
-    # "</" cannot end the script element early once written as "<\/".
-    chart_data = _json(charts).replace("</", "<\\/")
+    # No "<" at all inside the script element: "</script" would end it early,
+    # and "<!--" then "<script" (a pool or source so named) would make the
+    # parser swallow its real end tag. "<" only occurs in JSON strings, where
+    # "\u003c" reads back as the same character.
+    chart_data = _json(charts).replace("<", "\\u003c")
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -174,14 +174,17 @@ class System:
 async def eventually(
     check: Callable[[], Awaitable[T | None]], *, timeout: float = 60, what: str = ""
 ) -> T:
-    """Poll ``check`` until it returns something other than None."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await check()
-            if result is not None:
-                return result
-            await asyncio.sleep(0.1)
-    raise AssertionError(what)  # pragma: no cover - the timeout raises first
+    """Poll ``check`` until it returns something other than None; after
+    ``timeout`` seconds, fail saying what was awaited."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await check()
+                if result is not None:
+                    return result
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{timeout:g} s waiting for {what}") from None
 
 
 def service_env(database_url: str, bootstrap: str, clock_file: Path) -> dict[str, str]:
@@ -221,11 +224,12 @@ def launch_system(
         clock = SharedClock.create(tmp_path / "clock", START)
         logs = tmp_path / "logs"
         logs.mkdir()
-        fleet = Fleet(
-            {name: [free_port() for _ in range(copies)] for name in SERVICES},
-            service_env(scratch_database, own_broker.bootstrap, clock.path),
-            log_dir=logs,
-        )
+        ports = {name: [free_port() for _ in range(copies)] for name in SERVICES}
+        env = service_env(scratch_database, own_broker.bootstrap, clock.path)
+        # The manager's page reads this system's queue, not whatever listens
+        # on the default 127.0.0.1:8002 (a `make run` stack beside the tests).
+        env["METRICS_QUEUE_URL"] = f"http://127.0.0.1:{ports['queue'][0]}"
+        fleet = Fleet(ports, env, log_dir=logs)
         try:
             fleet.start()
             async with httpx.AsyncClient(timeout=30) as http:

@@ -9,9 +9,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
-from services.metrics.page import day_label, moment_label
+from services.metrics.floor import FloorReading
+from services.metrics.page import Answer, Reports, day_label, moment_label, render
 from shared.clock import ManualClock
 from shared.launcher.stack import free_port
 from tests.conftest import Stack
@@ -294,3 +296,50 @@ async def test_a_file_outside_the_static_folder_is_not_served(
         answer = await client.get("/static/..%2Fpage.py")
 
     assert answer.status_code == 404
+
+
+def test_a_source_name_cannot_end_the_chart_data_early() -> None:
+    """Regression: the embedded chart data escaped only "</", so a source
+    named "<!--<script>" put the HTML parser in its double-escaped script
+    state: the element's real end tag was swallowed, the charts' JSON no
+    longer parsed and the rest of the page became script text."""
+    name = "<!--<script>"
+    day = START.date()
+    empty = Answer("/v1/penetration", {"groups": []})
+    sources = Answer(
+        "/v1/penetration", {"groups": [{"source": name, "penetration": 0.5}]}
+    )
+    reports = Reports(
+        now=START,
+        zone=ZONE,
+        days=[day],
+        daily=empty,
+        pools_by_day=[empty],
+        pools_week=empty,
+        sources_by_day=[sources],
+        sources_week=sources,
+        below_target=Answer(
+            "/v1/leads/below-target",
+            {"day": day.isoformat(), "leads": [], "next_cursor": None},
+        ),
+        distribution=Answer(
+            "/v1/attempts-distribution",
+            {
+                "attempts": [],
+                "conversions": 0,
+                "conversions_after_third_attempt": 0,
+                "share_lost_if_stopped_at_three": None,
+            },
+        ),
+        floor=FloorReading(problem="could not be reached (ConnectError)"),
+        floor_api=None,
+        queue_url="http://127.0.0.1:8002/v1/floor",
+    )
+
+    html = render(reports)
+
+    opening = '<script type="application/json" id="page-charts">'
+    start = html.index(opening) + len(opening)
+    chart_data = html[start : html.index("</script>", start)]
+    assert "<" not in chart_data
+    assert orjson.loads(chart_data)["source"]["series"][0]["label"] == name

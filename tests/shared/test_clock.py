@@ -202,6 +202,22 @@ def test_shared_clock_refuses_going_back_and_foreign_files(tmp_path: Path) -> No
         SharedClock(tmp_path / "other")
 
 
+def test_shared_clock_file_is_never_rewritten_under_its_readers(
+    tmp_path: Path,
+) -> None:
+    """Regression: ``create`` on an existing file rewrote it in place, and the
+    truncation that starts a rewrite killed a process reading the mapping at
+    that moment with SIGBUS. Now the file is created once or refused."""
+    writer = SharedClock.create(tmp_path / "clock")
+    reader = SharedClock(tmp_path / "clock")
+
+    with pytest.raises(FileExistsError):
+        SharedClock.create(tmp_path / "clock", writer.now() + dt.timedelta(days=1))
+
+    assert reader.now() == writer.now()
+    assert (tmp_path / "clock").stat().st_size == 24
+
+
 @pytest.mark.parametrize("environment", ["production", "development"])
 def test_test_clock_file_is_refused_outside_tests(
     tmp_path: Path, environment: str

@@ -133,7 +133,16 @@
         status.className = "";
         draw();
       })
-      .catch(function (error) { stale(error.message || "no answer"); });
+      .catch(function (error) { stale(error.message || "no answer"); })
+      .finally(schedule);
+  }
+
+  // The next refresh is counted from the end of this one, so a slow render
+  // (the queue waited for, say) cannot pile requests up or let an older page
+  // replace a newer one.
+  const seconds = Number(document.body.dataset.refresh);
+  function schedule() {
+    setTimeout(refresh, seconds * 1000);
   }
 
   let resizing = null;
@@ -143,8 +152,7 @@
   });
 
   draw();
-  const seconds = Number(document.body.dataset.refresh);
   if (seconds > 0) {
-    setInterval(refresh, seconds * 1000);
+    schedule();
   }
 })();
