@@ -124,8 +124,13 @@ class SharedClock:
         return cls(path, writable=True)
 
     def _now_us(self) -> int:
-        value: int = struct.unpack_from("<q", self._map, self._NOW_OFFSET)[0]
-        return value
+        # The writer stores the 8 bytes in one go, but nothing in Python
+        # promises the copy is a single machine store: read until two reads
+        # agree, so a reader never acts on a half-written time.
+        while True:
+            first: int = struct.unpack_from("<q", self._map, self._NOW_OFFSET)[0]
+            if first == struct.unpack_from("<q", self._map, self._NOW_OFFSET)[0]:
+                return first
 
     def now(self) -> dt.datetime:
         return _EPOCH + dt.timedelta(microseconds=self._now_us())
@@ -141,7 +146,6 @@ class SharedClock:
         if seconds < 0:
             raise ValueError("a clock only moves forward")
         moved = self._now_us() + round(seconds * 1_000_000)
-        # One aligned 8-byte store: a reader sees the old time or the new one.
         struct.pack_into("<q", self._map, self._NOW_OFFSET, moved)
         return self.now()
 

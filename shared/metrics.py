@@ -35,6 +35,11 @@ OUTBOX_BACKLOG = Gauge(
     "Events written to the outbox and not yet published.",
     ["service"],
 )
+OUTBOX_LEADER = Gauge(
+    "redial_outbox_leader",
+    "1 in the one copy of a service whose relay publishes its outbox, else 0.",
+    ["service"],
+)
 OUTBOX_PUBLISHED = Counter(
     "redial_outbox_published_total",
     "Events the outbox relay published to Kafka.",

@@ -38,6 +38,7 @@ from shared.kafka import LazyProducer
 from shared.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_LAG,
+    OUTBOX_LEADER,
     OUTBOX_PARKED,
     OUTBOX_PUBLISH_FAILURES,
     OUTBOX_PUBLISHED,
@@ -126,8 +127,19 @@ class OutboxRelay:
         self._connection: asyncpg.Connection | None = None
         self._last_purge = 0.0
         self._last_backlog = float("-inf")
-        self.is_leader = False
+        self._is_leader = False
+        OUTBOX_LEADER.labels(self._schema).set(0)
         self.broker_ok: bool | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this copy holds the lock and so is the one publishing."""
+        return self._is_leader
+
+    @is_leader.setter
+    def is_leader(self, leading: bool) -> None:
+        self._is_leader = leading
+        OUTBOX_LEADER.labels(self._schema).set(1 if leading else 0)
 
     def wake(self) -> None:
         self._wakeup.set()

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LEAD_EVENTS_TOPIC = "lead-events"
@@ -100,6 +100,12 @@ class ServiceSettings(BaseSettings):
     def db_schema(self) -> str:
         """The PostgreSQL schema this service owns."""
         return self.service_name
+
+    @field_validator("test_clock_file", mode="before")
+    @classmethod
+    def _blank_means_none(cls, value: object) -> object:
+        # REDIAL_TEST_CLOCK_FILE= (set but empty) means "no test clock".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _test_clock_only_in_tests(self) -> Self:

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -235,6 +236,7 @@ class ServiceProcess:
         self._env = env
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
         self._log: BinaryIO | None = None
 
     def command(self) -> list[str]:
@@ -260,6 +262,7 @@ class ServiceProcess:
         log = None
         if self._log_path is not None:
             log = self._log = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop
+        self.paused = False
         self.process = subprocess.Popen(
             self.command(),
             env={**os.environ, **self._env},
@@ -293,6 +296,20 @@ class ServiceProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets, sessions and locks but does
+        nothing, as a hung copy would, until killed (or sent SIGCONT)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    @property
+    def serving(self) -> bool:
+        """Started, not exited and not paused."""
+        return (
+            self.process is not None and self.process.poll() is None and not self.paused
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown code runs."""

@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.auth import SIGNATURE_HEADER, sign
 from shared.clock import SharedClock
+from shared.kafka import read_from_start
 from shared.launcher.stack import Broker, Fleet, ServiceProcess, free_port, prepare
 from shared.settings import LEAD_EVENTS_TOPIC, NURTURE_JOBS_TOPIC
-from tests.kafka_reader import read_until
 
 T = TypeVar("T")
 
@@ -41,6 +42,9 @@ T = TypeVar("T")
 START = dt.datetime(2026, 1, 5, 19, 0, tzinfo=dt.UTC)
 PARTITIONS = 3
 SERVICES = ("intake", "queue", "metrics", "nurture")
+#: How long a topic must stay quiet after the expected records arrived
+#: before a read ends (a duplicate would arrive within it).
+QUIET_SECONDS = 2.0
 
 
 @dataclass
@@ -55,8 +59,13 @@ class System:
     http: httpx.AsyncClient
     secrets: dict[str, str] = field(default_factory=dict)
 
-    def url(self, service: str, copy: int = 0) -> str:
-        return self.fleet.copies[service][copy].url
+    def url(self, service: str, copy: int | None = None) -> str:
+        """Copy ``copy`` of ``service``, or by default the first one serving
+        (as a load balancer would pick one that answers)."""
+        copies = self.fleet.copies[service]
+        if copy is None:
+            copy = next(i for i, process in enumerate(copies) if process.serving)
+        return copies[copy].url
 
     def copy(self, service: str, index: int) -> ServiceProcess:
         return self.fleet.copies[service][index]
@@ -69,7 +78,7 @@ class System:
         service: str,
         path: str,
         *,
-        copy: int = 0,
+        copy: int | None = None,
         expect: Iterable[int] = (200, 201),
         **kwargs: Any,
     ) -> httpx.Response:
@@ -106,7 +115,7 @@ class System:
         self.secrets[name] = secret
 
     async def crm_posts(
-        self, source: str, contacts: list[dict[str, Any]], *, copy: int = 0
+        self, source: str, contacts: list[dict[str, Any]], *, copy: int | None = None
     ) -> list[str]:
         """The CRM's signed webhook carrying ``contacts``; the new lead ids."""
         body = json.dumps(contacts).encode()
@@ -142,8 +151,7 @@ class System:
     # -- what reached the topics -------------------------------------------
 
     async def events(self, count: int, *types: str) -> list[dict[str, Any]]:
-        """``lead-events`` of the given types, read until ``count`` are there
-        and then a little more, so an extra copy would be seen too."""
+        """``lead-events`` of the given types (at least ``count`` of them)."""
         return await self._read(LEAD_EVENTS_TOPIC, count, set(types))
 
     async def nurture_jobs(self, count: int) -> list[dict[str, Any]]:
@@ -152,23 +160,80 @@ class System:
     async def _read(
         self, topic: str, count: int, types: set[str] | None
     ) -> list[dict[str, Any]]:
-        def wanted(record: Any) -> bool:
-            return types is None or json.loads(record.value)["type"] in types
+        """Records of ``topic`` (of ``types``), read from the start until at
+        least ``count`` are there and then nothing more arrives for
+        ``QUIET_SECONDS``, so a late extra copy is seen too."""
+        kept: list[dict[str, Any]] = []
+        quiet = 0.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(90):
+                async for records in read_from_start(
+                    self.bootstrap, topic, idle_ms=250
+                ):
+                    documents = [json.loads(record.value) for record in records]
+                    kept += [
+                        document
+                        for document in documents
+                        if types is None or document["type"] in types
+                    ]
+                    quiet = 0.0 if records or len(kept) < count else quiet + 0.25
+                    if quiet >= QUIET_SECONDS:
+                        break
+        assert len(kept) >= count, f"{len(kept)} of {count} on {topic}"
+        return kept
 
-        records = await read_until(
-            self.bootstrap,
-            topic,
-            lambda kept: len(kept) >= count,
-            keep=wanted,
-            timeout=60,
+    # -- the processes -----------------------------------------------------
+
+    async def outbox_leader(self, service: str) -> int:
+        """The copy of ``service`` whose relay publishes its outbox."""
+
+        async def one_leader() -> int | None:
+            leading = [
+                copy
+                for copy in range(len(self.fleet.copies[service]))
+                if (await self.scrape(service, copy)).get(
+                    f'redial_outbox_leader{{service="{service}"}}'
+                )
+                == 1.0
+            ]
+            return leading[0] if len(leading) == 1 else None
+
+        return await eventually(one_leader, what=f"one {service} outbox leader")
+
+    async def partitions_held(self, service: str, copy: int) -> float:
+        """lead-events partitions one copy's consumer holds now."""
+        samples = await self.scrape(service, copy)
+        return sum(
+            value
+            for name, value in samples.items()
+            if name.startswith("redial_consumer_partitions_assigned{")
         )
-        assert len(records) >= count, f"{len(records)} of {count} on {topic}"
-        # Whatever arrives after the last expected record is a duplicate: give
-        # the producers a moment and read the topic again, to the end.
-        again = await read_until(
-            self.bootstrap, topic, lambda kept: False, keep=wanted, timeout=3
-        )
-        return [json.loads(record.value) for record in again]
+
+    async def unpublished(self, service: str) -> int:
+        """Rows waiting in ``service``'s outbox."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            waiting: int = await connection.fetchval(
+                f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL"
+            )
+        finally:
+            await connection.close()
+        return waiting
+
+    async def outbox_rows(self, service: str, topic: str) -> tuple[int, int]:
+        """Rows ever written to ``service``'s outbox for ``topic``, and the
+        distinct keys (subjects) among them."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            row = await connection.fetchrow(
+                f"SELECT count(*), count(DISTINCT key) FROM {service}.outbox"
+                " WHERE topic = $1",
+                topic,
+            )
+        finally:
+            await connection.close()
+        assert row is not None
+        return row[0], row[1]
 
 
 async def eventually(

@@ -4,6 +4,7 @@ end-to-end tests move across processes, and the real one."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +234,56 @@ def test_services_read_the_shared_clock_only_when_told(tmp_path: Path) -> None:
     assert isinstance(clock, SharedClock)
     assert clock.now() == writer.now()
     assert isinstance(clock_for(ServiceSettings(environment="test")), SystemClock)
+
+
+def test_an_empty_test_clock_variable_means_no_test_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIAL_TEST_CLOCK_FILE", "")
+    monkeypatch.setenv("REDIAL_ENVIRONMENT", "production")
+    settings = ServiceSettings()
+    assert settings.test_clock_file is None
+    assert isinstance(clock_for(settings), SystemClock)
+
+
+def test_the_test_clock_variable_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REDIAL_TEST_CLOCK_FILE", str(tmp_path / "clock"))
+    monkeypatch.setenv("REDIAL_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="accepted only with REDIAL_ENVIRONMENT"):
+        ServiceSettings()
+
+
+def test_a_production_service_with_the_test_clock_set_does_not_start(
+    tmp_path: Path,
+) -> None:
+    """The real start command, with the variable left over in production:
+    the process exits at once, naming the variable, before serving anything."""
+    SharedClock.create(tmp_path / "clock")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("REDIAL_", "QUEUE_"))
+    }
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "services.queue.app:create_app",
+            "--port",
+            "0",
+        ],
+        env=environment
+        | {
+            "REDIAL_ENVIRONMENT": "production",
+            "REDIAL_TEST_CLOCK_FILE": str(tmp_path / "clock"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert "REDIAL_TEST_CLOCK_FILE is set but REDIAL_ENVIRONMENT is" in started.stderr
