@@ -1,18 +1,22 @@
 """The manager page's own stack, shared by its HTML and browser tests.
 
 A database and a broker of their own (so the page shows only this data, and
-the extra queue and metrics services never join the session's consumer
-groups), a queue service and a metrics service reading it, each with a manual
-clock, and one scripted data set: three business days of calls on the metrics
-side, a small call floor on the queue side. Each test module makes
-:func:`page_stack` a module fixture; the helpers here read the figures back.
+the extra queue service never joins the session's consumer groups), a queue
+service and a metrics service reading it, each with a manual clock, and one
+scripted data set: three business days of calls on the metrics side, applied
+directly (the metrics service gets no broker), a small call floor on the
+queue side. Each test module makes
+:func:`page_stack` a module fixture; the helpers here read the figures back
+and check each against :data:`MEANINGS`, the table of what it must be.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import secrets
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -60,7 +64,13 @@ async def page_stack(stack: Stack, log_dir: Path) -> AsyncIterator[PageStack]:
         queue_service(base, ManualClock(QUEUE_START)) as (queue, queue_clock),
     ):
         clock = ManualClock(START.astimezone(dt.UTC))
-        async with metrics_page(base, clock, queue.url) as metrics:
+        # No broker for the metrics side: the script applies its data. On the
+        # queue's broker it would also count the floor's leads (lead.queued on
+        # the first day, in web and partners), as soon as it had read them and
+        # a slot count ran: the first day's figures depended on timing.
+        async with metrics_page(
+            base, clock, queue.url, kafka_bootstrap_servers=no_broker()
+        ) as metrics:
             script = Script(metrics, clock, pool=WEB, source=GOOGLE)
             leads = await three_days(script)
             await call_floor(queue, queue_clock)
@@ -208,12 +218,290 @@ def another_metrics_page(
     page: PageStack, queue_url: str, **settings: object
 ) -> contextlib.AbstractAsyncContextManager[Server]:
     """A second metrics service on the page's data, reading the floor at
-    ``queue_url``. It gets no broker: its consumer joining the first one's
-    group would hold its stop up for seconds of rebalancing, and the page
-    does not need it (the data is already applied)."""
-    closed = f"127.0.0.1:{free_port()}"
+    ``queue_url``; like the first, it gets no broker."""
     return metrics_page(
-        page.base, page.clock, queue_url, kafka_bootstrap_servers=closed, **settings
+        page.base,
+        page.clock,
+        queue_url,
+        kafka_bootstrap_servers=no_broker(),
+        **settings,
+    )
+
+
+def no_broker() -> str:
+    """A bootstrap address nothing listens on: the metrics consumer keeps
+    retrying there and never reads an event."""
+    return f"127.0.0.1:{free_port()}"
+
+
+# --- what each figure must be ------------------------------------------------------
+
+Pointer = list[Any]
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """What a figure must be: the service and GET that answer it, the steps to
+    its field in that answer, how its value is written (``data-format``), and
+    the headings it is shown under: a tile's label, or a table cell's row and
+    column headings (a row without a heading cell has "")."""
+
+    service: str
+    api: str
+    pointer: Pointer
+    kind: str
+    headings: tuple[str, ...]
+
+
+def _metrics(api: str, pointer: Pointer, kind: str, *headings: str) -> Meaning:
+    return Meaning("metrics", api, pointer, kind, headings)
+
+
+def _queue(pointer: Pointer, *headings: str) -> Meaning:
+    return Meaning("queue", "/v1/floor", pointer, "count", headings)
+
+
+DAY_REPORT = "/v1/penetration?group_by=day&window={week}"
+POOL_DAY = "/v1/penetration?group_by=pool&window={day}..{day}"
+POOL_WEEK = "/v1/penetration?group_by=pool&window={week}"
+SOURCE_DAY = "/v1/penetration?group_by=source&window={day}..{day}"
+SOURCE_WEEK = "/v1/penetration?group_by=source&window={week}"
+BELOW_TARGET = "/v1/leads/below-target?day={today}&limit=20"
+DISTRIBUTION = "/v1/attempts-distribution?window={month}"
+TODAY: Pointer = ["groups", {"day": "{today}"}]
+ON_DAY: Pointer = ["groups", {"day": "{day}"}]
+POOL: Pointer = ["groups", {"pool": "{pool}"}]
+SOURCE: Pointer = ["groups", {"source": "{source}"}]
+FLOOR_POOL: Pointer = ["pools", {"pool": "{pool}"}]
+LEAD: Pointer = ["leads", "{index}"]
+ATTEMPT: Pointer = ["attempts", {"attempt": "{attempt}"}]
+
+#: Every figure the page may show, by name, and what it must be. Written here
+#: and never read from the page, so that a figure naming another field, pool,
+#: source, day or window than its name says, or shown under another label,
+#: fails; so does a figure missing from this table. In a name, ``{pool}`` and
+#: ``{source}`` are any name, ``{day}`` one of the 7 days ending today, and
+#: ``{index}`` and ``{attempt}`` numbers (numbers in the pointer too). The
+#: calendar fills in ``{today}``, ``{week}`` (the 7 days ending today),
+#: ``{month}`` (the 30 days ending today) and ``{day_heading}`` (``{day}`` as
+#: a column or row heading, "Sun 29 Nov"). None: the figure is no API answer
+#: (the clock's time, the queue's absence in words); other tests check those.
+MEANINGS: dict[str, Meaning | None] = {
+    "as-of": None,
+    "floor:unavailable": None,
+    # Today's tiles: the day report's group for today.
+    "today:penetration": _metrics(
+        DAY_REPORT, [*TODAY, "penetration"], "ratio", "Penetration"
+    ),
+    "today:uncapped_penetration": _metrics(
+        DAY_REPORT, [*TODAY, "uncapped_penetration"], "ratio", "Uncapped"
+    ),
+    "today:attempts": _metrics(DAY_REPORT, [*TODAY, "attempts"], "count", "Attempts"),
+    "today:attempts_due": _metrics(
+        DAY_REPORT, [*TODAY, "attempts_due"], "count", "Attempts due"
+    ),
+    "today:new_leads": _metrics(
+        DAY_REPORT, [*TODAY, "new_leads"], "count", "New leads"
+    ),
+    "today:speed_to_lead_seconds:p50": _metrics(
+        DAY_REPORT,
+        [*TODAY, "speed_to_lead_seconds", "p50"],
+        "seconds",
+        "Speed to lead p50",
+    ),
+    "today:speed_to_lead_seconds:p90": _metrics(
+        DAY_REPORT,
+        [*TODAY, "speed_to_lead_seconds", "p90"],
+        "seconds",
+        "Speed to lead p90",
+    ),
+    "today:share_called_within": _metrics(
+        DAY_REPORT, [*TODAY, "share_called_within"], "ratio", "Called within 5 min"
+    ),
+    # The queue's floor, now.
+    "floor:agents:available": _queue(["agents", "available"], "Available"),
+    "floor:agents:busy": _queue(["agents", "busy"], "Busy"),
+    "floor:agents:away": _queue(["agents", "away"], "Away"),
+    "floor:agents:offline": _queue(["agents", "offline"], "Offline"),
+    "floor:queued": _queue(["queued"], "Queued"),
+    "floor:due_now": _queue(["due_now"], "Due now"),
+    "floor:leased": _queue(["leased"], "Leased"),
+    "floor:pool:{pool}:queued": _queue([*FLOOR_POOL, "queued"], "{pool}", "Queued"),
+    "floor:pool:{pool}:due_now": _queue([*FLOOR_POOL, "due_now"], "{pool}", "Due now"),
+    "floor:pool:{pool}:leased": _queue([*FLOOR_POOL, "leased"], "{pool}", "Leased"),
+    "floor:pool:{pool}:agents:available": _queue(
+        [*FLOOR_POOL, "agents", "available"], "{pool}", "Agents available"
+    ),
+    "floor:pool:{pool}:agents:busy": _queue(
+        [*FLOOR_POOL, "agents", "busy"], "{pool}", "Agents busy"
+    ),
+    # Penetration by pool and by source: each day's own report, and the week's.
+    "pool-penetration:{pool}:{day}": _metrics(
+        POOL_DAY, [*POOL, "penetration"], "ratio", "{pool}", "{day_heading}"
+    ),
+    "pool-penetration:{pool}:7d": _metrics(
+        POOL_WEEK, [*POOL, "penetration"], "ratio", "{pool}", "7 days"
+    ),
+    "pool-uncapped-penetration:{pool}:7d": _metrics(
+        POOL_WEEK, [*POOL, "uncapped_penetration"], "ratio", "{pool}", "uncapped"
+    ),
+    "source-penetration:{source}:{day}": _metrics(
+        SOURCE_DAY, [*SOURCE, "penetration"], "ratio", "{source}", "{day_heading}"
+    ),
+    "source-penetration:{source}:7d": _metrics(
+        SOURCE_WEEK, [*SOURCE, "penetration"], "ratio", "{source}", "7 days"
+    ),
+    "source-uncapped-penetration:{source}:7d": _metrics(
+        SOURCE_WEEK,
+        [*SOURCE, "uncapped_penetration"],
+        "ratio",
+        "{source}",
+        "uncapped",
+    ),
+    # Today's leads below target, in the API's order.
+    "below-target:{index}:lead_id": _metrics(
+        BELOW_TARGET, [*LEAD, "lead_id"], "text", "", "Lead"
+    ),
+    "below-target:{index}:pool": _metrics(
+        BELOW_TARGET, [*LEAD, "pool"], "text", "", "Pool"
+    ),
+    "below-target:{index}:source": _metrics(
+        BELOW_TARGET, [*LEAD, "source"], "text", "", "Source"
+    ),
+    "below-target:{index}:attempts": _metrics(
+        BELOW_TARGET, [*LEAD, "attempts"], "count", "", "Attempts"
+    ),
+    "below-target:{index}:attempts_due": _metrics(
+        BELOW_TARGET, [*LEAD, "attempts_due"], "count", "", "Due"
+    ),
+    "below-target:{index}:missing": _metrics(
+        BELOW_TARGET, [*LEAD, "missing"], "count", "", "Missing"
+    ),
+    "below-target:{index}:penetration": _metrics(
+        BELOW_TARGET, [*LEAD, "penetration"], "ratio", "", "Penetration"
+    ),
+    # Speed to lead: the day report's group of each day.
+    "speed:{day}:new_leads": _metrics(
+        DAY_REPORT, [*ON_DAY, "new_leads"], "count", "{day_heading}", "New leads"
+    ),
+    "speed:{day}:new_leads_called": _metrics(
+        DAY_REPORT, [*ON_DAY, "new_leads_called"], "count", "{day_heading}", "Called"
+    ),
+    "speed:{day}:speed_to_lead_seconds:p50": _metrics(
+        DAY_REPORT,
+        [*ON_DAY, "speed_to_lead_seconds", "p50"],
+        "seconds",
+        "{day_heading}",
+        "p50",
+    ),
+    "speed:{day}:speed_to_lead_seconds:p90": _metrics(
+        DAY_REPORT,
+        [*ON_DAY, "speed_to_lead_seconds", "p90"],
+        "seconds",
+        "{day_heading}",
+        "p90",
+    ),
+    "speed:{day}:share_called_within": _metrics(
+        DAY_REPORT,
+        [*ON_DAY, "share_called_within"],
+        "ratio",
+        "{day_heading}",
+        "Within 5 min",
+    ),
+    # The attempts distribution of the 30 days ending today.
+    "attempts:conversions": _metrics(
+        DISTRIBUTION, ["conversions"], "count", "Conversions"
+    ),
+    "attempts:conversions_after_third_attempt": _metrics(
+        DISTRIBUTION,
+        ["conversions_after_third_attempt"],
+        "count",
+        "After the 3rd call",
+    ),
+    "attempts:share_lost_if_stopped_at_three": _metrics(
+        DISTRIBUTION,
+        ["share_lost_if_stopped_at_three"],
+        "ratio",
+        "Lost if we stopped at 3",
+    ),
+    "attempts:{attempt}:first_contacted": _metrics(
+        DISTRIBUTION,
+        [*ATTEMPT, "first_contacted"],
+        "count",
+        "{attempt}",
+        "First contacted",
+    ),
+    "attempts:{attempt}:converted": _metrics(
+        DISTRIBUTION, [*ATTEMPT, "converted"], "count", "{attempt}", "Converted"
+    ),
+    "attempts:{attempt}:exhausted": _metrics(
+        DISTRIBUTION, [*ATTEMPT, "exhausted"], "count", "{attempt}", "Exhausted"
+    ),
+    "attempts:{attempt}:abandoned": _metrics(
+        DISTRIBUTION, [*ATTEMPT, "abandoned"], "count", "{attempt}", "Abandoned"
+    ),
+}
+
+_SLOT = re.compile(r"\{(\w+)\}")
+_NUMBERS = ("{index}", "{attempt}")
+
+
+def week_of(today: dt.date) -> list[dt.date]:
+    """The 7 days ending ``today``, oldest first."""
+    return [today - dt.timedelta(days=back) for back in range(6, -1, -1)]
+
+
+def pinned(name: str, today: dt.date) -> list[tuple[str, Meaning | None]]:
+    """Each entry of :data:`MEANINGS` that ``name`` matches on a page rendered
+    ``today``, with the entry's slots filled in (the right answer is one)."""
+    days = [day.isoformat() for day in week_of(today)]
+    calendar = {
+        "today": today.isoformat(),
+        "week": f"{days[0]}..{days[-1]}",
+        "month": f"{today - dt.timedelta(days=29)}..{today}",
+    }
+    choices = {
+        "pool": "[^:]+",
+        "source": "[^:]+",
+        "day": "|".join(map(re.escape, days)),
+        "index": r"\d+",
+        "attempt": r"\d+",
+    }
+    found = []
+    for template, meaning in MEANINGS.items():
+        parts = _SLOT.split(template)
+        # split() alternates text and slot names: text, slot, text, …
+        pattern = "".join(
+            f"(?P<{part}>{choices[part]})" if index % 2 else re.escape(part)
+            for index, part in enumerate(parts)
+        )
+        match = re.fullmatch(pattern, name)
+        if match is None:
+            continue
+        values = calendar | match.groupdict()
+        if "day" in values:
+            day = dt.date.fromisoformat(values["day"])
+            values["day_heading"] = f"{day:%a} {day.day} {day:%b}"
+        found.append((template, _filled(meaning, values)))
+    return found
+
+
+def _filled(meaning: Meaning | None, values: dict[str, str]) -> Meaning | None:
+    def step(template: Any) -> Any:
+        if isinstance(template, dict):
+            return {key: step(value) for key, value in template.items()}
+        if template in _NUMBERS:
+            return int(values[template.strip("{}")])
+        return template.format_map(values)
+
+    if meaning is None:
+        return None
+    return Meaning(
+        meaning.service,
+        meaning.api.format_map(values),
+        [step(template) for template in meaning.pointer],
+        meaning.kind,
+        tuple(heading.format_map(values) for heading in meaning.headings),
     )
 
 
@@ -222,11 +510,13 @@ def another_metrics_page(
 
 @dataclass
 class Shown:
-    """One figure as the page shows it."""
+    """One figure as the page shows it, and the headings it is shown under
+    (its tile's label, or its table cell's row and column headings)."""
 
     name: str
     attributes: dict[str, str]
     text: str = ""
+    headings: tuple[str, ...] = ()
 
     @property
     def value(self) -> Any:
@@ -234,23 +524,69 @@ class Shown:
 
 
 class _Figures(HTMLParser):
+    """Collects the figures, and on the way the tile labels and table
+    headings they are shown under."""
+
     def __init__(self) -> None:
         super().__init__()
         self.figures: list[Shown] = []
         self._open: Shown | None = None
+        self._tile: str | None = None
+        self._columns: list[str] = []
+        self._in_head = False
+        self._row = ""
+        self._cell = -1
+        self._reading: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {key: value or "" for key, value in attrs}
+        classes = attributes.get("class", "").split()
+        if tag == "div" and "tile" in classes:
+            self._tile = ""
+        elif tag == "span" and "label" in classes and self._tile is not None:
+            self._reading = "label"
+        elif tag == "thead":
+            self._in_head, self._columns = True, []
+        elif tag == "tr":
+            self._row, self._cell = "", -1
+        elif tag in ("th", "td") and self._in_head:
+            self._columns.append("")
+            self._reading = "column"
+        elif tag in ("th", "td"):
+            self._cell += 1
+            self._reading = "row" if tag == "th" else None
         if "data-figure" in attributes:
             self._open = Shown(attributes["data-figure"], attributes)
+            self._open.headings = self._headings()
             self.figures.append(self._open)
+
+    def _headings(self) -> tuple[str, ...]:
+        if self._tile is not None:
+            return (self._tile,)
+        if self._cell >= 0:
+            return (self._row, self._columns[self._cell])
+        return ()
 
     def handle_endtag(self, tag: str) -> None:
         self._open = None
+        if tag in ("span", "th"):
+            self._reading = None
+        elif tag == "div":
+            self._tile = None
+        elif tag == "thead":
+            self._in_head = False
+        elif tag == "table":
+            self._cell = -1
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
             self._open.text += data
+        if self._reading == "label" and self._tile is not None:
+            self._tile += data
+        elif self._reading == "column":
+            self._columns[-1] += data
+        elif self._reading == "row":
+            self._row += data
 
 
 def figures_of(page_html: str) -> dict[str, Shown]:
@@ -263,8 +599,8 @@ def figures_of(page_html: str) -> dict[str, Shown]:
 
 
 def resolve(body: Any, pointer: list[Any]) -> Any:
-    """Follows a figure's pointer through an API answer (written here again,
-    not imported, so the page's own reading is what is checked)."""
+    """Follows a pointer through an API answer (written here again, not
+    imported, so the page's own reading is what is checked)."""
     for step in pointer:
         if isinstance(step, dict):
             [(key, wanted)] = step.items()
@@ -280,35 +616,72 @@ def resolve(body: Any, pointer: list[Any]) -> Any:
 
 @dataclass
 class Answers:
-    """The API answers the figures name, each fetched once."""
+    """The API answers the table names, each fetched once."""
 
     metrics: httpx.AsyncClient
     queue: httpx.AsyncClient
     fetched: dict[tuple[str, str], Any] = field(default_factory=dict)
 
-    async def expected(self, shown: Shown) -> Any:
-        service, api = shown.attributes["data-service"], shown.attributes["data-api"]
-        if (service, api) not in self.fetched:
-            client = self.metrics if service == "metrics" else self.queue
-            answer = await client.get(api)
-            assert answer.status_code == 200, (api, answer.text)
-            self.fetched[service, api] = answer.json()
-        pointer = orjson.loads(shown.attributes["data-pointer"])
-        return resolve(self.fetched[service, api], pointer)
+    async def expected(self, meaning: Meaning) -> Any:
+        """The value at the meaning's pointer in its GET's answer."""
+        key = (meaning.service, meaning.api)
+        if key not in self.fetched:
+            client = self.metrics if meaning.service == "metrics" else self.queue
+            answer = await client.get(meaning.api)
+            assert answer.status_code == 200, (meaning.api, answer.text)
+            self.fetched[key] = answer.json()
+        return resolve(self.fetched[key], meaning.pointer)
+
+
+def _request(api: str) -> tuple[str, list[tuple[str, str]]]:
+    """A GET's path and query, the query's order aside."""
+    parts = urllib.parse.urlsplit(api)
+    return parts.path, sorted(urllib.parse.parse_qsl(parts.query))
 
 
 async def mismatches(
-    shown: dict[str, Shown], answers: Answers, texts: dict[str, str] | None = None
+    shown: dict[str, Shown], answers: Answers, today: dt.date
 ) -> list[str]:
-    """Every figure whose value or text differs from its API answer; ``texts``
-    replaces the parsed texts (with what a browser displays)."""
+    """Every figure of a page rendered ``today`` that :data:`MEANINGS` does
+    not pin, or that is not what it pins: another GET or pointer than the
+    pinned ones, another format or headings, or a value or text other than
+    the pinned GET's answer."""
     wrong = []
     for name, figure in shown.items():
-        if "data-api" not in figure.attributes:
+        found = pinned(name, today)
+        if len(found) != 1:
+            entries = [template for template, _ in found]
+            wrong.append(f"{name}: matches {entries} of MEANINGS, not one entry")
             continue
-        expected = await answers.expected(figure)
-        text = (texts or {}).get(name, figure.text)
-        want_text = formatted(figure.attributes["data-format"], expected)
-        if figure.value != expected or text != want_text:
-            wrong.append(f"{name}: shows {figure.value!r}/{text!r}, API {expected!r}")
+        [(_, meaning)] = found
+        if meaning is not None:
+            problems = await _problems(figure, meaning, answers)
+            wrong.extend(f"{name}: {problem}" for problem in problems)
     return wrong
+
+
+async def _problems(figure: Shown, meaning: Meaning, answers: Answers) -> list[str]:
+    attributes = figure.attributes
+    problems = []
+    service, api = attributes.get("data-service"), attributes.get("data-api", "")
+    if (service, _request(api)) != (meaning.service, _request(meaning.api)):
+        problems.append(
+            f"names {service} {api}, pinned {meaning.service} {meaning.api}"
+        )
+    pointer = orjson.loads(attributes.get("data-pointer", "null"))
+    if pointer != meaning.pointer:
+        problems.append(f"points at {pointer}, pinned {meaning.pointer}")
+    if attributes.get("data-format") != meaning.kind:
+        problems.append(
+            f"is written as {attributes.get('data-format')}, pinned {meaning.kind}"
+        )
+    if figure.headings != meaning.headings:
+        problems.append(f"is shown under {figure.headings}, pinned {meaning.headings}")
+
+    expected = await answers.expected(meaning)
+    want_text = formatted(meaning.kind, expected)
+    if figure.value != expected or figure.text != want_text:
+        problems.append(
+            f"shows {figure.value!r}/{figure.text!r}, API {expected!r}/{want_text!r}"
+        )
+    return problems

@@ -1,11 +1,14 @@
-"""The manager's page at ``/``: every figure it shows is the API's answer for
-the same data, the queue's floor is shown (or its absence said plainly), and
-its times come from the service's clock."""
+"""The manager's page at ``/``: every figure it shows is the API answer that
+page_stack.MEANINGS pins to its name, under the label pinned there; the
+queue's floor is shown (or its absence said plainly), and its times come from
+the service's clock."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,15 +24,19 @@ from tests.metrics.conftest import START, ZONE
 from tests.metrics.page_stack import (
     FACEBOOK,
     GOOGLE,
+    MEANINGS,
     PARTNERS,
     WEB,
     Answers,
     PageStack,
+    Shown,
     another_metrics_page,
     figures_of,
     metrics_page,
     mismatches,
     page_stack,
+    pinned,
+    week_of,
 )
 
 PANELS = (
@@ -78,11 +85,16 @@ async def test_the_page_has_every_panel(page: PageStack) -> None:
     assert html.count('data-chart="') == 3
 
 
-async def test_every_figure_shown_is_the_apis_answer(page: PageStack) -> None:
+async def test_every_figure_shown_is_the_answer_its_name_is_pinned_to(
+    page: PageStack,
+) -> None:
+    """Each figure is in page_stack.MEANINGS, names the pinned GET and field,
+    is shown under the pinned label or headings, and equals that answer."""
     shown = figures_of(await page_html(page.metrics.url))
+    today = page.days[-1]
 
     async with clients(page) as answers:
-        assert await mismatches(shown, answers) == []
+        assert await mismatches(shown, answers, today) == []
     with_source = [name for name in shown if "data-api" in shown[name].attributes]
     # Every panel's figures are there (7 days × 2 pools and 2 sources, …).
     assert len(with_source) > 100
@@ -90,6 +102,114 @@ async def test_every_figure_shown_is_the_apis_answer(page: PageStack) -> None:
         "metrics",
         "queue",
     }
+    used = {template for name in shown for template, _ in pinned(name, today)}
+    assert set(MEANINGS) - used == {"floor:unavailable"}
+    trend = [name for name in shown if name.startswith("pool-penetration:")]
+    columns = {name.rsplit(":", 1)[1] for name in trend}
+    assert columns == {day.isoformat() for day in week_of(today)} | {"7d"}
+
+
+#: Pages that are wrong but agree with themselves: the figure on the left
+#: shows (GET, pointer, value and text) what the one on the right shows.
+CONSISTENT_BUT_WRONG = {
+    "the capped tile reads the uncapped field": (
+        "today:penetration",
+        "today:uncapped_penetration",
+    ),
+    "a pool's day reads another pool": (
+        f"pool-penetration:{WEB}:{{second}}",
+        f"pool-penetration:{PARTNERS}:{{second}}",
+    ),
+    "a pool's day reads another day": (
+        f"pool-penetration:{WEB}:{{second}}",
+        f"pool-penetration:{WEB}:{{first}}",
+    ),
+    "the week's column reads today": (
+        f"pool-penetration:{WEB}:7d",
+        f"pool-penetration:{WEB}:{{today}}",
+    ),
+    "a source's week reads its uncapped ratio": (
+        f"source-penetration:{GOOGLE}:7d",
+        f"source-uncapped-penetration:{GOOGLE}:7d",
+    ),
+    "a speed row reads another day": (
+        "speed:{today}:new_leads",
+        "speed:{second}:new_leads",
+    ),
+    "a below-target row reads the next lead": (
+        "below-target:0:missing",
+        "below-target:1:missing",
+    ),
+    "a floor tile reads another count": ("floor:queued", "floor:due_now"),
+}
+
+
+@pytest.mark.parametrize(
+    ("figure", "source"),
+    CONSISTENT_BUT_WRONG.values(),
+    ids=CONSISTENT_BUT_WRONG.keys(),
+)
+async def test_a_figure_naming_another_answer_than_pinned_fails(
+    page: PageStack, figure: str, source: str
+) -> None:
+    """The check before MEANINGS followed each figure's own data-api and
+    data-pointer, so these pages passed it."""
+    shown = figures_of(await page_html(page.metrics.url))
+    first, second, today = (day.isoformat() for day in page.days)
+    figure = figure.format(first=first, second=second, today=today)
+    source = source.format(first=first, second=second, today=today)
+    copied = dict(shown[source].attributes, **{"data-figure": figure})
+    shown[figure] = Shown(figure, copied, shown[source].text, shown[figure].headings)
+
+    async with clients(page) as answers:
+        wrong = await mismatches(shown, answers, page.days[-1])
+
+    assert wrong, "the check let it pass"
+    assert {problem.split(": ", 1)[0] for problem in wrong} == {figure}
+    assert any(" pinned " in problem for problem in wrong)
+
+
+async def test_a_swapped_tile_label_fails(page: PageStack) -> None:
+    html = await page_html(page.metrics.url)
+    labels = {"Penetration": "Uncapped", "Uncapped": "Penetration"}
+    swapped = re.sub(
+        '(?<=<span class="label">)(Penetration|Uncapped)(?=</span>)',
+        lambda match: labels[match[1]],
+        html,
+    )
+    shown = figures_of(swapped)
+
+    async with clients(page) as answers:
+        wrong = await mismatches(shown, answers, page.days[-1])
+
+    assert wrong == [
+        "today:penetration: is shown under ('Uncapped',), pinned ('Penetration',)",
+        "today:uncapped_penetration: is shown under ('Penetration',), "
+        "pinned ('Uncapped',)",
+    ]
+
+
+async def test_a_figure_the_table_does_not_pin_fails(page: PageStack) -> None:
+    shown = figures_of(await page_html(page.metrics.url))
+    attempts = shown["today:attempts"]
+    shown["today:calls"] = Shown(
+        "today:calls",
+        dict(attempts.attributes, **{"data-figure": "today:calls"}),
+        attempts.text,
+        attempts.headings,
+    )
+    # A day outside the page's week has no entry either.
+    outside = (page.days[-1] - dt.timedelta(days=7)).isoformat()
+    name = f"pool-penetration:{WEB}:{outside}"
+    shown[name] = Shown(name, shown[f"pool-penetration:{WEB}:7d"].attributes)
+
+    async with clients(page) as answers:
+        wrong = await mismatches(shown, answers, page.days[-1])
+
+    assert wrong == [
+        "today:calls: matches [] of MEANINGS, not one entry",
+        f"{name}: matches [] of MEANINGS, not one entry",
+    ]
 
 
 async def test_the_figures_worked_out_by_hand(page: PageStack) -> None:
@@ -168,7 +288,7 @@ async def test_the_page_says_so_when_the_queue_cannot_be_reached(
     for panel in PANELS:
         assert f'<section id="{panel}" class="panel">' in html
     async with clients(page) as answers:
-        assert await mismatches(shown, answers) == []
+        assert await mismatches(shown, answers, page.days[-1]) == []
     assert shown[f"pool-penetration:{WEB}:{page.days[0].isoformat()}"].text == "77.8 %"
 
 

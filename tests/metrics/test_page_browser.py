@@ -1,6 +1,7 @@
 """The manager's page in headless Chromium: what the browser displays is the
-API's answers, the charts are drawn, the page refreshes itself in place, and
-a screenshot is kept as ``test-artifacts/manager-page.png``.
+API answers page_stack.MEANINGS pins, under the pinned labels, the charts are
+drawn, the page refreshes itself in place, and a screenshot is kept as
+``test-artifacts/manager-page.png``.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make browser`` installs
 them); without them the test is skipped, saying so. Selenium's calls block,
@@ -50,12 +51,24 @@ FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1400,1000",
 )
-#: Every figure element as the browser has it after the page's script ran.
+#: Every figure element as the browser has it after the page's script ran,
+#: with the headings it is displayed under: its tile's label, or its table
+#: cell's row heading ("" for none) and column heading.
 READ_FIGURES = """
+function headings(element) {
+  const tile = element.closest(".tile");
+  if (tile) return [tile.querySelector(".label").innerText];
+  const cell = element.closest("td, th");
+  if (!cell) return [];
+  const row = cell.parentElement.querySelector("th[scope=row]");
+  const column = cell.closest("table").tHead.rows[0].cells[cell.cellIndex];
+  return [row ? row.innerText : "", column.innerText];
+}
 return Array.from(document.querySelectorAll("[data-figure]")).map(element => ({
   attributes: Object.fromEntries(
     element.getAttributeNames().map(name => [name, element.getAttribute(name)])),
   text: element.innerText,
+  headings: headings(element),
 }));
 """
 
@@ -103,7 +116,10 @@ async def displayed(driver: webdriver.Chrome) -> dict[str, Shown]:
     for element in elements:
         attributes = element["attributes"]
         shown[attributes["data-figure"]] = Shown(
-            attributes["data-figure"], attributes, element["text"]
+            attributes["data-figure"],
+            attributes,
+            element["text"],
+            tuple(element["headings"]),
         )
     return shown
 
@@ -115,13 +131,15 @@ async def until(driver: webdriver.Chrome, script: str, what: str) -> None:
 
 
 async def agree_with_the_api(driver: webdriver.Chrome, page: PageStack) -> None:
+    """Every figure displayed is the API answer page_stack.MEANINGS pins to
+    its name, under the pinned label or headings."""
     shown = await displayed(driver)
     async with (
         httpx.AsyncClient(base_url=page.metrics.url, timeout=30) as metrics,
         httpx.AsyncClient(base_url=page.queue.url, timeout=30) as queue,
     ):
-        texts = {name: figure.text for name, figure in shown.items()}
-        assert await mismatches(shown, Answers(metrics, queue), texts) == []
+        answers = Answers(metrics, queue)
+        assert await mismatches(shown, answers, page.days[-1]) == []
     assert len(shown) > 100
 
 
