@@ -735,6 +735,17 @@ class LagProbe:
                 lags.append(timestamp / 1000 - accepted)
         return lags
 
+    def published(self, *, type_: str) -> dict[str, float]:
+        """When each event of ``type_`` was sent (the record's timestamp, in
+        seconds since the epoch), by its ``subject`` (the lead id); the first
+        copy of a subject counts."""
+        sent: dict[str, float] = {}
+        for timestamp, value in self._records:
+            event = orjson.loads(value)
+            if event.get("type") == type_:
+                sent.setdefault(str(event.get("subject")), timestamp / 1000)
+        return sent
+
 
 # -- CPU --------------------------------------------------------------------
 
@@ -939,6 +950,22 @@ class Figure:
             met,
         ]
 
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Figure:
+        """The figure :meth:`as_json` wrote (a NaN repetition comes back as
+        JSON ``null``, and is NaN again here)."""
+        target = document.get("target")
+        return cls(
+            name=str(document["figure"]),
+            unit=str(document.get("unit", "")),
+            values=_floats(document.get("repetitions") or []),
+            baseline=_floats(document.get("baseline_repetitions") or []),
+            baseline_name=str(document.get("baseline_name") or ""),
+            target=None
+            if target is None
+            else Target(float(target["bound"]), bool(target["at_least"])),
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "figure": self.name,
@@ -954,6 +981,10 @@ class Figure:
             else {"bound": self.target.bound, "at_least": self.target.at_least},
             "met": self.met,
         }
+
+
+def _floats(values: Iterable[Any]) -> list[float]:
+    return [math.nan if value is None else float(value) for value in values]
 
 
 def _ratio(ratio: float) -> str:
@@ -1054,15 +1085,30 @@ def run_bench(
 
 
 def write_results(
-    name: str, markdown: str, payload: dict[str, Any], json_path: Path | None
+    name: str,
+    markdown: str,
+    payload: dict[str, Any],
+    json_path: Path | None,
+    *,
+    folder: Path | None = None,
 ) -> Path:
-    """Write ``bench/results/<name>.md``, and the JSON if asked; returns the first."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.md"
+    """Write ``bench/results/<name>.md`` and ``<name>.json`` (the payload, whose
+    ``figures`` are :meth:`Figure.as_json` documents: what ``bench.report``
+    collects), and the JSON to ``json_path`` too if asked; returns the first.
+
+    ``folder`` replaces ``bench/results`` (for tests).
+    """
+    folder = RESULTS_DIR if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
     path.write_text(markdown + "\n")
+    # default=str: a fact of a type JSON lacks (a Path, a zone) cannot cost
+    # the run its figures.
+    document = orjson.dumps(payload, default=str, option=orjson.OPT_INDENT_2)
+    (folder / f"{name}.json").write_bytes(document)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+        json_path.write_bytes(document)
     return path
 
 
