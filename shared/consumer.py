@@ -77,8 +77,10 @@ class EventConsumer:
         producer_factory: Callable[[], AIOKafkaProducer],
         max_records: int = 500,
         after_commit: Callable[[], None] | None = None,
+        fetch_wait_ms: int = 100,
     ) -> None:
         self.name = name
+        self._fetch_wait_ms = fetch_wait_ms
         self._topic = topic
         self._bootstrap_servers = bootstrap_servers
         self._pool = pool
@@ -155,6 +157,10 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._max_records,
+            # How long the broker may hold a fetch for records to arrive.
+            # Apache Kafka answers as soon as one byte is there; Tansu holds
+            # the fetch this long regardless, so it is a floor on every hop.
+            fetch_max_wait_ms=self._fetch_wait_ms,
         )
         self._consumer = consumer
         await consumer.start()

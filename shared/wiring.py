@@ -175,6 +175,7 @@ def lead_events_consumer(
         producer_factory=lambda: make_producer(settings, client_id=f"{service}-dlq"),
         after_commit=after_commit,
         max_records=max_records,
+        fetch_wait_ms=settings.consumer_fetch_wait_ms,
     )
 
 
