@@ -42,6 +42,9 @@ NOT_BENCHES = frozenset({"report"})
 #: Where a bench's own output goes: our stderr, by descriptor, so that it
 #: works whatever Python has put in ``sys.stderr``.
 _STDERR = 2
+#: Set when we were sent SIGTERM: only then has the running bench not had the
+#: terminal's SIGINT already (a second one would cut its clean-up short).
+_terminated = False
 SUMMARY = "summary"
 HEADER = ("bench", "figure", "value", "baseline", "ratio", "target", "met?")
 #: What the table's columns mean, for the summary and the docs.
@@ -110,6 +113,8 @@ def run_one(
     """
     results = folder / f"{name}.json"
     results.unlink(missing_ok=True)
+    # Its page too, or a failed bench's row would link to the last run's.
+    (folder / f"{name}.md").unlink(missing_ok=True)
     began = time.monotonic()
     process = subprocess.Popen(
         list(command or bench_command(name, arguments)),
@@ -134,7 +139,7 @@ def run_one(
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Let an interrupted bench clean up (it got the terminal's SIGINT too,
     unless we were sent SIGTERM); kill it if it takes too long."""
-    if process.poll() is None:
+    if _terminated and process.poll() is None:
         process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=60)
@@ -268,13 +273,19 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return known, passed
 
 
+def _on_sigterm(*_: object) -> None:
+    global _terminated
+    _terminated = True
+    signal.raise_signal(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options, passed = parse(argv)
     if options.list:
         print("\n".join(options.names))
         return 0
     # SIGTERM takes the same way out as Ctrl-C: the running bench is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _on_sigterm)
     measured = checkout()
     date = dt.datetime.now(dt.UTC)
 

@@ -41,6 +41,7 @@ from demo.stack import (
     StackUnavailable,
     answers,
     default_stack_file,
+    launcher_alive,
     read_stack_file,
 )
 from shared.clock import SystemClock
@@ -243,6 +244,14 @@ async def _find_or_start(stack_file: Path, own_holder: list[OwnStack]) -> Stack:
     if stack is not None and await answers(stack):
         print(f"Using the running stack described in {stack_file}.", flush=True)
         return stack
+    if stack is not None and launcher_alive(stack):
+        # Starting a second launcher on the same data folder would fail on
+        # its ports and PostgreSQL, after removing the live stack's file.
+        raise StackUnavailable(
+            f"the stack described in {stack_file} (launcher pid"
+            f" {stack.launcher_pid}) is running but not ready: try again in a"
+            " moment, or remove the file if that process is not the launcher"
+        )
     own = OwnStack(stack_file)
     own_holder.append(own)
     print(

@@ -29,7 +29,7 @@ from demo.model import CallModel
 from demo.places import POOL_END, POOL_START, Place
 from demo.report import Figures, counts_agree
 from demo.stack import Stack
-from demo.tally import Tally
+from demo.tally import LeadRecord, Tally
 from shared.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ IDLE_POLL_SECONDS = 0.2
 #: Webhook posts in flight at once: a CRM does not wait for one to answer
 #: before sending the next lead, but does not flood intake either.
 POSTS_IN_FLIGHT = 16
+#: Polls (50 ms apart) for a leased lead to appear in the tally.
+FOREIGN_GRACE_POLLS = 20
 
 
 @dataclass(frozen=True)
@@ -340,12 +342,14 @@ class Floor:
 
     async def _call(self, name: str, lease: dict[str, Any]) -> None:
         lead_id = lease["lead"]["lead_id"]
-        record = self.tally.leads.get(lead_id)
+        record = await self._record_of(lead_id)
         if record is None:
-            # Not a lead this run posted: give it back without a call.
+            # Not a lead this run posted: give it back without a call, and
+            # rest, or every agent would take it straight back, in a loop.
             logger.warning("agent.foreign_lead agent=%s lead_id=%s", name, lead_id)
             with contextlib.suppress(httpx.HTTPError):
                 await self._queue.post(f"/v1/leases/{lease['lease_id']}/release")
+            await self._idle()
             return
         outcome = self.options.model.outcome(record.number, lease["attempt"])
         await asyncio.sleep(outcome.talk_seconds)
@@ -381,6 +385,17 @@ class Floor:
         )
         if self._arrivals_over and not self.tally.open_leads:
             self._all_done.set()
+
+    async def _record_of(self, lead_id: str) -> LeadRecord | None:
+        """The tally's record of the lead; a moment's grace first, since the
+        queue may hand a lead out before its webhook post has read intake's
+        202 and recorded it."""
+        for _ in range(FOREIGN_GRACE_POLLS):
+            record = self.tally.leads.get(lead_id)
+            if record is not None:
+                return record
+            await asyncio.sleep(0.05)
+        return self.tally.leads.get(lead_id)
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -70,6 +70,18 @@ def read_stack_file(path: Path) -> Stack | None:
         return None
 
 
+def launcher_alive(stack: Stack) -> bool:
+    """Whether the launcher that wrote the file still runs (a killed one
+    leaves its file behind; a live one removes it before it stops)."""
+    try:
+        os.kill(stack.launcher_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to replace
+    return True
+
+
 async def answers(stack: Stack) -> bool:
     """Whether every service the demo needs is ready."""
     async with httpx.AsyncClient(timeout=2.0) as http:
@@ -87,7 +99,9 @@ class OwnStack:
     """A launcher the demo started, with its output in a log file."""
 
     def __init__(self, stack_file: Path) -> None:
-        self.stack_file = stack_file
+        # The launcher always writes <data dir>/stack.json, whatever name the
+        # demo was pointed at, so that is the file to wait for.
+        self.stack_file = stack_file.with_name(STACK_FILE)
         self.log_path = stack_file.with_name("demo-stack.log")
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
