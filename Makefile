@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean browser demo
+.PHONY: install run test lint fmt bench clean browser promtool demo
 
 # The environment is rebuilt whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -40,8 +40,24 @@ browser:
 			"and apt-get); the browser test will skip"; \
 	fi
 
+## make promtool: Prometheus's promtool, which checks the alert rules and the
+## services' /metrics in the tests. Installed from Debian's prometheus package
+## when missing and it can; otherwise those tests skip and say why.
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+		echo "promtool: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "promtool: installing Debian's prometheus package with apt-get"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install \
+			-y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "promtool: apt-get could not install it; its tests will skip"; \
+	else \
+		echo "promtool: not installed and cannot install it here (needs root" \
+			"and apt-get); its tests will skip"; \
+	fi
+
 ## make test: the whole suite against real PostgreSQL, broker and HTTP.
-test: install browser
+test: install browser promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make lint: ruff (lint + format check), mypy, import boundaries.

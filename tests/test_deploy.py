@@ -31,7 +31,7 @@ DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool not installed (apt-get install prometheus provides it)",
+    reason="promtool not installed (`make promtool` installs it where it can)",
 )
 
 

@@ -62,7 +62,7 @@ async def a_morning(script: Script, team: str) -> list[uuid.UUID]:
 
 @pytest.mark.skipif(
     PROMTOOL is None,
-    reason="promtool not installed (apt-get install prometheus provides it)",
+    reason="promtool not installed (`make promtool` installs it where it can)",
 )
 async def test_the_exposition_passes_promtool(
     script: Script, api: httpx.AsyncClient

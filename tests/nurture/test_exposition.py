@@ -82,7 +82,8 @@ async def test_metrics_count_enrolments_jobs_suppressions_and_endings(
 
 
 @pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
+    PROMTOOL is None,
+    reason="promtool not installed (`make promtool` installs it where it can)",
 )
 async def test_the_exposition_passes_promtool(story: Story) -> None:
     await story.put_campaign([email_step(0)])
