@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
@@ -223,3 +224,19 @@ async def running(
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_service_port_offset() -> int:
+    """A ``REDIAL_PORT_OFFSET`` that moves ports 8001-8004 onto four free
+    ones, for a launcher started by a test."""
+    while True:
+        base = free_port()
+        if base + 3 > 65_000:
+            continue
+        try:
+            for port in range(base, base + 4):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base - 8001

@@ -14,23 +14,8 @@ import httpx
 import psutil
 
 from shared.launcher.stack import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_service_port_offset
 from tests.kafka_reader import events_about
-
-
-def _free_service_ports() -> int:
-    """An offset that moves ports 8001-8004 onto four free ones."""
-    while True:
-        base = free_port()
-        if base + 3 > 65_000:
-            continue
-        try:
-            for port in range(base, base + 4):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base - 8001
 
 
 def _launcher_env(tmp_path: Path, **settings: str) -> dict[str, str]:
@@ -85,7 +70,7 @@ async def test_launcher_runs_the_stack_takes_a_lead_and_stops_cleanly(
     tmp_path: Path,
 ) -> None:
     broker_port = free_port()
-    offset = _free_service_ports()
+    offset = free_service_port_offset()
     env = _launcher_env(
         tmp_path,
         REDIAL_BROKER_PORT=str(broker_port),

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,22 +18,7 @@ from typing import Any
 import httpx
 
 from shared.launcher.stack import free_port
-from tests.conftest import ROOT
-
-
-def _service_port_offset() -> int:
-    """An offset that moves ports 8001-8004 onto four free ones."""
-    while True:
-        base = free_port()
-        if base + 3 > 65_000:
-            continue
-        try:
-            for port in range(base, base + 4):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base - 8001
+from tests.conftest import ROOT, free_service_port_offset
 
 
 def _stack_file(path: Path, launcher: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -77,7 +61,7 @@ async def test_the_demo_reports_what_the_metrics_api_and_its_tally_both_say(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    offset = _service_port_offset()
+    offset = free_service_port_offset()
     env = {
         key: value
         for key, value in os.environ.items()
