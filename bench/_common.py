@@ -11,6 +11,7 @@ median of a few repetitions, because the machine is shared and noisy.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -49,6 +50,7 @@ from shared.launcher.stack import (
     ensure_database,
     free_port,
     prepare,
+    source_command,
     start_postgres,
 )
 from shared.settings import ServiceSettings
@@ -205,17 +207,9 @@ def provision_source(endpoints: Endpoints, name: str) -> str:
     """Create intake source ``name`` with the operator CLI; returns its API key."""
     api_key = f"rdl_{name}_{secrets.token_urlsafe(24)}"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.intake.cli",
-            "source",
-            name,
-            "--api-key",
-            api_key,
-            "--webhook-secret",
-            f"whsec_{secrets.token_urlsafe(24)}",
-        ],
+        source_command(
+            name, api_key=api_key, webhook_secret=f"whsec_{secrets.token_urlsafe(24)}"
+        ),
         env={**os.environ, **endpoints.service_env()},
         check=True,
         stdout=subprocess.DEVNULL,
@@ -551,6 +545,36 @@ class Samples:
         self.errors[name] += run.errors
         if run.first_error and name not in self.first_errors:
             self.first_errors[name] = run.first_error
+
+    def error_lines(self) -> list[str]:
+        """One line per run that had errors, with the first error seen."""
+        return [
+            f"Errors: {name} {count} ({self.first_errors.get(name, '')})"
+            for name, count in self.errors.items()
+            if count
+        ]
+
+
+def add_env_option(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--env NAME=VALUE`` (repeatable): a variable for ``what``."""
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"an environment variable for {what} (repeatable)",
+    )
+
+
+def env_option(parser: argparse.ArgumentParser, pairs: Sequence[str]) -> dict[str, str]:
+    """The ``--env`` pairs as a mapping; a malformed one is a usage error."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser.error(f"--env takes NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
 
 
 async def closed_loop(

@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import secrets
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from demo.report import Figures, counts_agree
 from demo.stack import Stack
 from demo.tally import LeadRecord, Tally
 from shared.clock import Clock
+from shared.launcher.stack import source_command
 
 logger = logging.getLogger(__name__)
 
@@ -183,19 +183,12 @@ class Floor:
 
     async def _save_source(self, crm: Crm) -> None:
         """Create or update the CRM's source through intake's operator CLI."""
-        command = [
-            sys.executable,
-            "-m",
-            "services.intake.cli",
-            "source",
+        command = source_command(
             crm.source,
-            "--mapping",
-            crm.mapping,
-            "--mapping-options",
-            orjson.dumps(crm.mapping_options).decode(),
-            "--webhook-secret",
-            self._secrets[crm.source],
-        ]
+            mapping=crm.mapping,
+            mapping_options=orjson.dumps(crm.mapping_options).decode(),
+            webhook_secret=self._secrets[crm.source],
+        )
         env = os.environ | {
             "DATABASE_URL": self.stack.database_url,
             "REDIAL_ENVIRONMENT": "development",

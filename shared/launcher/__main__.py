@@ -50,6 +50,7 @@ from shared.launcher.stack import (
     ensure_database,
     existing_services,
     prepare,
+    source_command,
     start_postgres,
 )
 from shared.logging import configure
@@ -182,17 +183,7 @@ def _provision_demo_source(env: dict[str, str]) -> tuple[str, str]:
     )
     webhook_secret = os.environ.get("REDIAL_DEV_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.intake.cli",
-            "source",
-            "demo",
-            "--api-key",
-            api_key,
-            "--webhook-secret",
-            webhook_secret,
-        ],
+        source_command("demo", api_key=api_key, webhook_secret=webhook_secret),
         env={**os.environ, **env},
         check=True,
         stdout=subprocess.DEVNULL,

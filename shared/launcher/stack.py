@@ -203,6 +203,33 @@ class Broker:
         return self._process is not None and self._process.poll() is None
 
 
+# -- Intake sources -----------------------------------------------------------
+
+
+def source_command(
+    name: str,
+    *,
+    api_key: str | None = None,
+    webhook_secret: str | None = None,
+    mapping: str | None = None,
+    mapping_options: str | None = None,
+) -> list[str]:
+    """The command line of intake's operator CLI that creates (or updates)
+    source ``name``; run it with ``DATABASE_URL`` set. The launcher, the
+    demo, the benchmarks and the end-to-end tests all make sources this way,
+    as an operator would."""
+    command = [sys.executable, "-m", "services.intake.cli", "source", name]
+    for flag, value in (
+        ("--mapping", mapping),
+        ("--mapping-options", mapping_options),
+        ("--api-key", api_key),
+        ("--webhook-secret", webhook_secret),
+    ):
+        if value is not None:
+            command += [flag, value]
+    return command
+
+
 # -- Preparation ------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.intake.auth import SIGNATURE_HEADER, sign
 from shared.clock import SharedClock
 from shared.kafka import read_from_start
-from shared.launcher.stack import Broker, Fleet, ServiceProcess, free_port, prepare
+from shared.launcher.stack import (
+    Broker,
+    Fleet,
+    ServiceProcess,
+    free_port,
+    prepare,
+    source_command,
+)
 from shared.settings import LEAD_EVENTS_TOPIC, NURTURE_JOBS_TOPIC
 
 T = TypeVar("T")
@@ -95,19 +101,12 @@ class System:
         intake's CLI."""
         secret = f"whsec_{uuid.uuid4().hex}"
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.intake.cli",
-                "source",
+            source_command(
                 name,
-                "--mapping",
-                mapping,
-                "--api-key",
-                f"rdl_{uuid.uuid4().hex}",
-                "--webhook-secret",
-                secret,
-            ],
+                mapping=mapping,
+                api_key=f"rdl_{uuid.uuid4().hex}",
+                webhook_secret=secret,
+            ),
             env={**os.environ, "DATABASE_URL": self.database_url},
             check=True,
             stdout=subprocess.DEVNULL,
