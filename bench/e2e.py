@@ -88,9 +88,11 @@ from bench._common import (
     Samples,
     Stock,
     Target,
+    add_env_option,
     amount,
     close_all,
     describe_cpu,
+    env_option,
     family,
     http_request,
     machine_line,
@@ -210,22 +212,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--connections", type=int, default=32, help="connections posting leads"
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an environment variable for intake and the queue (repeatable)",
-    )
+    add_env_option(parser, what="intake and the queue")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     arguments = parser.parse_args(argv)
     quick = bool(arguments.quick)
-    env = {}
-    for pair in arguments.env:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            parser.error(f"--env takes NAME=VALUE, not {pair!r}")
-        env[name] = value
+    env = env_option(parser, arguments.env)
     if arguments.rate <= 0 or arguments.agents < 1 or arguments.poll_interval < 0:
         parser.error("--rate and --agents must be positive, --poll-interval ≥ 0")
     return Options(
@@ -1148,11 +1139,7 @@ def _median(values: Sequence[float]) -> float:
 
 def _problems(bench: Bench) -> list[str]:
     samples, facts = bench.samples, bench.facts
-    lines = [
-        f"Errors: {name} {count} ({samples.first_errors.get(name, '')})"
-        for name, count in samples.errors.items()
-        if count
-    ]
+    lines = samples.error_lines()
     if facts["duplicates"]:
         lines.append(f"{facts['duplicates']} leads were answered as duplicates.")
     if facts["leased_twice"]:

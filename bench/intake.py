@@ -1010,11 +1010,7 @@ _RUNS = (
 
 
 def _problems(samples: Samples, facts: dict[str, Any]) -> list[str]:
-    lines = [
-        f"Errors: {name} {count} ({samples.first_errors.get(name, '')})"
-        for name, count in samples.errors.items()
-        if count
-    ]
+    lines = samples.error_lines()
     if facts["duplicates"]:
         lines.append(f"{facts['duplicates']} leads were answered as duplicates.")
     if facts["built_late"]:

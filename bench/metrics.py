@@ -1581,11 +1581,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
         "",
     ]
     notes += repetition_lines(rows)
-    errors = [
-        f"Errors: {name} {count} ({bench.samples.first_errors.get(name, '')})"
-        for name, count in bench.samples.errors.items()
-        if count
-    ]
+    errors = bench.samples.error_lines()
     notes += ["", *(errors or ["No errors."])]
     complaints = facts.get("service warnings") or {}
     notes += [

@@ -90,10 +90,12 @@ from bench._common import (
     Samples,
     Target,
     UniqueLeads,
+    add_env_option,
     amount,
     create_topic,
     delete_topic,
     describe_cpu,
+    env_option,
     family,
     http_request,
     machine_line,
@@ -215,22 +217,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--ingest", type=int, help="lead.received events for the consumer (0: skip)"
     )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an environment variable for the service process (repeatable)",
-    )
+    add_env_option(parser, what="the service process")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     arguments = parser.parse_args(argv)
     quick = bool(arguments.quick)
-    env = {}
-    for pair in arguments.env:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            parser.error(f"--env wants NAME=VALUE, not {pair!r}")
-        env[name] = value
+    env = env_option(parser, arguments.env)
     try:
         rates = tuple(float(rate) for rate in arguments.rates.split(",") if rate)
     except ValueError:

@@ -1509,11 +1509,7 @@ def _notes(bench: Bench, rows: Sequence[Figure]) -> list[str]:
     ]
     notes += ["", "Each repetition (value; baseline):", ""]
     notes += repetition_lines(rows)
-    errors = [
-        f"Errors: {name} {count} ({samples.first_errors.get(name, '')})"
-        for name, count in samples.errors.items()
-        if count
-    ]
+    errors = samples.error_lines()
     notes += ["", *(errors or ["No errors."])]
     if errors and facts[0].get("service_log"):
         notes += [
