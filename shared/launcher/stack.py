@@ -380,9 +380,6 @@ class Fleet:
         for copies in self.copies.values():
             yield from copies
 
-    def urls(self, name: str) -> list[str]:
-        return [copy.url for copy in self.copies[name]]
-
     def start(self, timeout: float = 60.0) -> None:
         """Start every copy at once, then wait until each answers ready."""
         for service in self:
